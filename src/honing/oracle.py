@@ -82,10 +82,3 @@ def _wrong(parts: list[str], step: int, right: int, gold: str) -> OracleVerdict:
 
 def check_text(problem_text: str, response: str) -> OracleVerdict:
     return check(parse_problem(problem_text), response)
-
-
-def oracle_score(n_steps: int, wrong_step: int | None) -> int:
-    """1-10: 10 when correct, else by how far the solution got before its first error."""
-    if wrong_step is None:
-        return 10
-    return 1 + (8 * (wrong_step - 1)) // max(n_steps, 1)

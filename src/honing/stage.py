@@ -44,6 +44,14 @@ def stage_params(stage: str, iteration: str | None = None, params: Mapping | Non
     return block
 
 
+def iteration_init(params: Mapping, iteration: str) -> str:
+    """The checkpoint an iteration starts from (`iterations.<name>.init`)."""
+    entry = (params.get("iterations") or {}).get(iteration) or {}
+    if "init" not in entry:
+        raise StageError(f"params.yaml: `iterations.{iteration}.init` (the starting checkpoint) is missing")
+    return entry["init"]
+
+
 def to_config(cls: type[T], block: Mapping[str, Any], where: str) -> T:
     """Build a frozen config dataclass from a params block, rejecting unknown keys."""
     assert is_dataclass(cls)

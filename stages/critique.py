@@ -1,0 +1,31 @@
+"""critique@<iteration>: feedback on every candidate; by default self-feedback from
+the iteration's own model. Unparseable feedback is kept with its reason."""
+
+from honing.critique import feedback_frame, make_critic
+from honing.io import read_artifact, write_artifact
+from honing.prompts import PromptSet
+from honing.roles import Role
+from honing.stage import iteration_init, load_params, main, stage_params, write_json
+from schemas.candidates import Candidates
+from schemas.feedback import Feedback
+
+
+def run(argv: list[str]) -> None:
+    (iteration,) = argv
+    params = load_params()
+    block = stage_params("critique", iteration, params)
+    candidates = read_artifact(f"data/{iteration}/generate/candidates.parquet", Candidates)
+    policy = Role.from_params("policy", params["policy"], model=iteration_init(params, iteration))
+    critic = make_critic(block.get("critic", {"backend": "self"}), policy=policy,
+                         templates=PromptSet(params["templates"]),
+                         feedback_format=params["feedback_format"], max_tokens=block.get("max_tokens", 256))
+    feedback = feedback_frame(candidates, critic, iteration)
+    write_artifact(feedback, f"data/{iteration}/critique/feedback.parquet", Feedback)
+    verdicts = dict(feedback.group_by("verdict").len().sort("verdict").iter_rows())
+    write_json(f"metrics/{iteration}/critique.json", {
+        "rows": feedback.height, "verdicts": verdicts, "critic": critic.name, **policy.metrics(),
+    })
+
+
+if __name__ == "__main__":
+    main(run)

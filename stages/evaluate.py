@@ -1,0 +1,34 @@
+"""evaluate@<checkpoint>: held-out accuracy, directly and with online self-refinement,
+after each refinement round."""
+
+from honing.critique import make_critic
+from honing.evaluate import EvaluateConfig, evaluate
+from honing.io import read_artifact, write_artifact
+from honing.prompts import PromptSet
+from honing.roles import Role
+from honing.stage import StageError, load_params, main, stage_params, to_config, write_json
+from schemas.evaluation import EvaluationRows
+from schemas.prompts import Prompts
+
+
+def run(argv: list[str]) -> None:
+    (name,) = argv
+    params = load_params()
+    checkpoints = params.get("checkpoints") or {}
+    if name not in checkpoints:
+        raise StageError(f"params.yaml: no checkpoint {name!r} under `checkpoints:`")
+    block = stage_params("evaluate", params=params)
+    critic_spec = block.pop("critic", {"backend": "self"})
+    cfg = to_config(EvaluateConfig, {**block, "feedback_format": params["feedback_format"]}, "evaluate")
+    templates = PromptSet(params["templates"])
+    prompts = read_artifact("data/prepare/eval.parquet", Prompts)
+    policy = Role.from_params("policy", params["policy"], model=checkpoints[name])
+    critic = make_critic(critic_spec, policy=policy, templates=templates,
+                         feedback_format=params["feedback_format"])
+    rows, metrics = evaluate(prompts, policy, critic, templates, cfg, name)
+    write_artifact(rows, f"data/{name}/evaluate/rows.parquet", EvaluationRows)
+    write_json(f"metrics/evaluate/{name}.json", {**metrics, "calls": policy.metrics()})
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,26 @@
+"""filter@<iteration>: rule check against the reference, score, length and duplicate
+rules on each candidate's final answer. Every row is kept in the output with its
+reason; `kept` says which ones go on."""
+
+from honing.filters import FilterConfig, filter_answers, filter_metrics
+from honing.io import read_artifact, write_artifact
+from honing.refine import final_answers
+from honing.stage import load_params, main, stage_params, to_config, write_json
+from schemas.filtered import Filtered
+from schemas.prompts import Prompts
+from schemas.refinements import Refinements
+
+
+def run(argv: list[str]) -> None:
+    (iteration,) = argv
+    params = load_params()
+    cfg = to_config(FilterConfig, stage_params("filter", iteration, params), "filter")
+    prompts = read_artifact("data/prepare/train.parquet", Prompts)
+    refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
+    filtered = filter_answers(final_answers(refinements), prompts, cfg, iteration)
+    write_artifact(filtered, f"data/{iteration}/filter/filtered.parquet", Filtered)
+    write_json(f"metrics/{iteration}/filter.json", filter_metrics(filtered))
+
+
+if __name__ == "__main__":
+    main(run)

@@ -1,0 +1,34 @@
+"""meta_corpus: the base policy answers the meta prompts; the strong critic writes
+feedback and a refinement for each answer."""
+
+from honing.critique import make_critic
+from honing.io import read_artifact, write_artifact
+from honing.meta_corpus import MetaCorpusConfig, build_meta_corpus
+from honing.prompts import PromptSet
+from honing.roles import Role
+from honing.stage import load_params, main, stage_params, to_config, write_json
+from schemas.meta_corpus import MetaCorpus
+from schemas.prompts import Prompts
+
+
+def run(argv: list[str]) -> None:
+    params = load_params()
+    cfg = to_config(MetaCorpusConfig, stage_params("meta_corpus", params=params), "meta_corpus")
+    templates = PromptSet(params["templates"])
+    prompts = read_artifact("data/prepare/meta.parquet", Prompts)
+    policy = Role.from_params("policy", params["policy"], model="data/base/model")
+    critic = make_critic(params["critic"], policy=policy, templates=templates,
+                         feedback_format=params["feedback_format"])
+    corpus = build_meta_corpus(prompts, policy, critic, templates, cfg)
+    write_artifact(corpus, "data/meta_corpus/corpus.parquet", MetaCorpus)
+    counts = corpus.group_by("response_source", "verdict").len().sort("response_source", "verdict")
+    write_json("metrics/meta_corpus.json", {
+        "rows": corpus.height,
+        "by_source_and_verdict": {f"{s}/{v}": n for s, v, n in counts.iter_rows()},
+        "policy_calls": policy.metrics(),
+        "critic": critic.name,
+    })
+
+
+if __name__ == "__main__":
+    main(run)

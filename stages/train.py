@@ -1,0 +1,27 @@
+"""train@<iteration>: SFT and/or DPO through TRL from the iteration's starting checkpoint."""
+
+from pathlib import Path
+
+from honing.io import read_artifact
+from honing.plots import write_csv
+from honing.stage import iteration_init, load_params, main, stage_params, to_config, write_json
+from honing.train import TrainConfig, train
+from schemas.pairs import PreferencePairs
+from schemas.sft import SFTRecords
+
+
+def run(argv: list[str]) -> None:
+    (iteration,) = argv
+    params = load_params()
+    cfg = to_config(TrainConfig, stage_params("train", iteration, params), "train")
+    sft = read_artifact(f"data/{iteration}/build_sft/sft.parquet", SFTRecords) if "sft" in cfg.method else None
+    pairs = (read_artifact(f"data/{iteration}/build_pairs/pairs.parquet", PreferencePairs)
+             if "dpo" in cfg.method else None)
+    result = train(iteration_init(params, iteration), Path(f"data/{iteration}/train/model"), cfg,
+                   sft_records=sft, pairs=pairs)
+    write_json(f"metrics/{iteration}/train.json", result["metrics"])
+    write_csv(f"plots/{iteration}/train_loss.csv", result["curve"], ["phase", "step", "loss"])
+
+
+if __name__ == "__main__":
+    main(run)
