@@ -130,6 +130,22 @@ def wrong_value(rng: random.Random, right: int) -> int:
     return right + 1 if right < HIGH else right - 1
 
 
+def _non_negative(write):
+    """Retry a noisy writer until no claimed value is negative (a wrong chain can
+    drift below zero, which the world never writes)."""
+
+    def wrapper(problem: Problem, rng: random.Random, *args, **kwargs) -> str:
+        for _ in range(20):
+            text = write(problem, rng, *args, **kwargs)
+            if "= -" not in text and ": -" not in text:
+                return text
+        return gold_solution(problem)
+
+    wrapper.__doc__ = write.__doc__
+    return wrapper
+
+
+@_non_negative
 def noisy_solution(
     problem: Problem, rng: random.Random, carry_drop: float, step_noise: float
 ) -> str:
@@ -146,6 +162,7 @@ def noisy_solution(
     return format_solution(steps, v)
 
 
+@_non_negative
 def balanced_noisy_solution(problem: Problem, rng: random.Random, p_wrong: float = 0.5) -> str:
     """Each step wrong with probability `p_wrong`, independent of carries: critique
     training data that does not teach "a carry step means wrong"."""
