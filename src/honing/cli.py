@@ -1,0 +1,155 @@
+"""The `honing` command: `honing cache stats|prune`, `honing serve`, and room for more.
+
+Each subcommand is a function that adds its parser to `COMMANDS`; the parser's
+`run` default is called with the parsed arguments and returns the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from honing.backends.base import BackendError
+
+# name -> function(subparsers) that adds the subcommand's parser (other modules may add theirs)
+COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
+
+
+def command(name: str):
+    def register(add: Callable[[argparse._SubParsersAction], None]):
+        COMMANDS[name] = add
+        return add
+    return register
+
+
+# ---- honing cache -------------------------------------------------------------------------
+
+
+@command("cache")
+def _add_cache(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("cache", help="inspect or prune the request cache")
+    parser.add_argument("--path", help="cache file (default: $HONING_CACHE_DIR/requests.sqlite "
+                                       "or ~/.cache/honing/requests.sqlite)")
+    actions = parser.add_subparsers(dest="action", required=True)
+    stats = actions.add_parser("stats", help="rows, bytes, models, hits and misses")
+    stats.add_argument("--json", action="store_true", help="print JSON")
+    stats.set_defaults(run=_cache_stats)
+    prune = actions.add_parser("prune", help="delete old rows and/or one model's rows")
+    prune.add_argument("--older-than-days", type=float, help="rows not used for this many days")
+    prune.add_argument("--model", help="rows of this model id (see `honing cache stats`)")
+    prune.set_defaults(run=_cache_prune)
+
+
+def _open_cache(args: argparse.Namespace):
+    from honing.cache import RequestCache
+
+    return RequestCache(args.path)
+
+
+def _cache_stats(args: argparse.Namespace) -> int:
+    with _open_cache(args) as cache:
+        stats = cache.stats()
+    if args.json:
+        print(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    if not stats["exists"]:
+        print(f"{stats['path']}: no cache yet")
+        return 0
+    lifetime = stats["lifetime"]
+    print(f"{stats['path']}: {stats['rows']} answers, {stats['value_bytes']:,} bytes of answers, "
+          f"{stats['file_bytes']:,} bytes on disk")
+    print(f"lifetime: {lifetime.get('hits', 0)} hits, {lifetime.get('misses', 0)} misses, "
+          f"{lifetime.get('bytes_written', 0):,} bytes written")
+    for model, rows in stats["models"].items():
+        print(f"  {rows:>8}  {model}")
+    return 0
+
+
+def _cache_prune(args: argparse.Namespace) -> int:
+    if args.older_than_days is None and args.model is None:
+        print("honing cache prune: give --older-than-days N and/or --model M "
+              "(to drop everything, delete the cache file)", file=sys.stderr)
+        return 2
+    with _open_cache(args) as cache:
+        deleted = cache.prune(older_than_days=args.older_than_days, model=args.model)
+        print(f"{cache.path}: deleted {deleted} answers")
+    return 0
+
+
+# ---- honing serve -----------------------------------------------------------------------
+
+
+def _fault(text: str) -> tuple[str, float]:
+    from honing.server import FAULT_KINDS
+
+    kind, _, rate = text.partition("=")
+    if kind not in FAULT_KINDS or not rate:
+        raise argparse.ArgumentTypeError(f"expected KIND=RATE with KIND one of {', '.join(FAULT_KINDS)}; "
+                                         f"found {text!r}")
+    try:
+        return kind, float(rate)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"rate in {text!r} is not a number") from None
+
+
+@command("serve")
+def _add_serve(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("serve", help="an OpenAI-compatible server on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one, printed)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--model", metavar="PATH", help="serve this checkpoint with the transformers backend")
+    source.add_argument("--echo", action="store_true", help="reply with the last message (the default)")
+    parser.add_argument("--served-name", help="model name clients must send (default: PATH or honing-echo)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="fixed delay per reply")
+    parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="KIND=RATE",
+                        help="inject a fault at a rate, e.g. rate_limit=0.1 (repeatable)")
+    parser.add_argument("--api-key-env", help="require the key in this environment variable (401 otherwise)")
+    parser.add_argument("--log", help="append every attempt to this JSONL file")
+    parser.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from honing.server import ChatServer, serve_forever
+
+    backend = None
+    if args.model:
+        from honing.backends.transformers_backend import TransformersBackend
+
+        backend = TransformersBackend(args.model)
+    api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
+    if args.api_key_env and not api_key:
+        print(f"honing serve: {args.api_key_env} is not set", file=sys.stderr)
+        return 2
+    server = ChatServer(backend=backend, model=args.served_name or args.model or "honing-echo",
+                        port=args.port, latency_ms=args.latency_ms, faults=dict(args.fault),
+                        api_key=api_key, log_path=args.log)
+    serve_forever(server)
+    return 0
+
+
+# ---- entry point ------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="honing", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for add in COMMANDS.values():
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except (BackendError, ValueError) as err:  # errors meant for people: one line, no traceback
+        print(f"honing {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
