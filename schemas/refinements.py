@@ -12,6 +12,7 @@ class Refinements(pa.DataFrameModel):
     id: str = pa.Field(**ID)
     candidate_id: str = pa.Field(**REF)
     prompt_id: str = pa.Field(**REF)
+    prompt: str = pa.Field(**TEXT)  # refine.py and build_sft read it beside each round
     round: pl.Int64 = pa.Field(ge=0, description="0 is the candidate itself")
     response: str = pa.Field()
     feedback: str = pa.Field()

@@ -185,7 +185,7 @@ def _micro_rows(cfg: PrepareConfig, pool: str, n: int) -> list[dict[str, Any]]:
     """n distinct micro-world problems with their gold solution and answer."""
     rng = random.Random(cfg.seed if pool == "main" else f"eval-{cfg.seed}")
     seen, rows = set(), []
-    for attempt in range(50 * n + 1000):  # the world holds far more than any n asked of it
+    for _ in range(50 * n + 1000):  # the world holds far more than any n asked of it
         if len(rows) == n:
             break
         problem = world.make_problem(rng, cfg.min_steps, cfg.max_steps)

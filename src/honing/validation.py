@@ -257,7 +257,7 @@ def _merge_duplicates(failures: list[Failure], df: pl.DataFrame, ids: list[Any] 
             groups.setdefault((f.column, repr(value)), []).append(f)
         else:
             out.append(f)
-    for (column, _), group in groups.items():
+    for group in groups.values():
         group.sort(key=lambda f: f.row)
         rows = [f.row for f in group]
         same_ids = ids is None or all(_short(ids[r]) == group[0].found for r in rows)  # the id column
