@@ -21,4 +21,5 @@ def write_csv(path: str | Path, rows: Sequence[Mapping[str, Any]], columns: Sequ
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
         f.write(buf.getvalue())
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)

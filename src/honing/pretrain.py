@@ -45,24 +45,42 @@ class PretrainConfig:
     threads: int = 0  # 0: torch's default
 
 
-def solution_example(rng: random.Random, cfg: PretrainConfig, prompts: PromptSet) -> tuple[str, str]:
+Example = tuple[str, str, str]  # (kind, prompt, completion)
+
+
+def solution_example(rng: random.Random, cfg: PretrainConfig, prompts: PromptSet) -> Example:
     p = world.make_problem(rng)
-    return prompts.answer(p.text), world.noisy_solution(p, rng, cfg.carry_drop, cfg.step_noise)
+    return "solution", prompts.answer(p.text), world.noisy_solution(p, rng, cfg.carry_drop, cfg.step_noise)
 
 
-def check_example(rng: random.Random, cfg: PretrainConfig, prompts: PromptSet) -> tuple[str, str]:
+def check_example(rng: random.Random, cfg: PretrainConfig, prompts: PromptSet) -> Example:
     p = world.make_problem(rng)
     response = world.balanced_noisy_solution(p, rng, cfg.check_p_wrong)
-    return prompts.feedback(p.text, response), oracle.check(p, response).feedback
+    return "check", prompts.feedback(p.text, response), oracle.check(p, response).feedback
 
 
-def _batches(rng, cfg, prompts, steps: int, check_share: float) -> Iterator[list[tuple[str, str]]]:
+def _batches(rng, cfg, prompts, steps: int, check_share: float) -> Iterator[list[Example]]:
     for _ in range(steps):
         yield [
             check_example(rng, cfg, prompts) if rng.random() < check_share
             else solution_example(rng, cfg, prompts)
             for _ in range(cfg.batch_size)
         ]
+
+
+def _step_loss(model, tokenizer, batch: list[Example]):
+    """Mean token loss over the batch, computed per kind of example (checks are about
+    three times longer than solutions): padding every row to the longest check
+    cost a third of the compute."""
+    groups = [[(p, c) for kind, p, c in batch if kind == k] for k in ("solution", "check")]
+    total, count, n_tokens = 0.0, 0, 0
+    for group in (g for g in groups if g):
+        ids, mask, labels = _encode(tokenizer, group)
+        n = int((labels[:, 1:] != -100).sum())
+        total = total + model(input_ids=ids, attention_mask=mask, labels=labels).loss * n
+        count += n
+        n_tokens += int(mask.sum())
+    return total / count, n_tokens
 
 
 def _encode(tokenizer, pairs: list[tuple[str, str]]):
@@ -115,14 +133,13 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, prompts: PromptSet, progr
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.warmup_steps, steps))
         for step, batch in enumerate(_batches(rng, cfg, prompts, steps, check_share)):
-            ids, mask, labels = _encode(tokenizer, batch)
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss, n_tokens = _step_loss(model, tokenizer, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            tokens += int(mask.sum())
+            tokens += n_tokens
             if step % 50 == 0 or step == steps - 1:
                 curve.append({"phase": phase, "step": step, "loss": round(loss.item(), 4)})
             if progress is not None:

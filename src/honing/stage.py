@@ -71,6 +71,7 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes files private; metrics are for everyone
     os.replace(tmp, path)
 
 
