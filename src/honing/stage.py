@@ -79,15 +79,13 @@ def main(run: Callable[[list[str]], None]) -> None:
     """Run a stage's body; known failures print one line to stderr and exit 1."""
     from honing.backends.base import BackendError
 
-    known: tuple[type[BaseException], ...] = (StageError, BackendError)
-    try:
-        from honing.validation import ArtifactError
-
-        known += (ArtifactError,)
-    except ImportError:  # validation is optional for the earliest stages
-        pass
+    # ValueError covers bad params and artifacts (ArtifactError is one); set
+    # HONING_DEBUG=1 to see the traceback instead of the one line.
+    known: tuple[type[BaseException], ...] = (StageError, BackendError, ValueError, FileNotFoundError)
     try:
         run(sys.argv[1:])
     except known as e:
+        if os.environ.get("HONING_DEBUG"):
+            raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

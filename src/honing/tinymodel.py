@@ -35,7 +35,7 @@ class TinyModelConfig:
     intermediate_size: int = 256
     num_hidden_layers: int = 3
     num_attention_heads: int = 4
-    max_position_embeddings: int = 320
+    max_position_embeddings: int = 512
 
 
 def vocabulary() -> list[str]:

@@ -128,7 +128,8 @@ def train(model_path: str, out_dir: str | Path, cfg: TrainConfig,
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=".train-") as scratch:
         if "sft" in cfg.method:
             if sft_records is None or sft_records.height == 0:
-                raise ValueError("train: method includes sft but there are no SFT records")
+                raise ValueError("train: method includes sft but there are no SFT records "
+                                 "(the filter kept no answer: see the iteration's filter metrics)")
             trainer, tok = train_sft(current, sft_records, f"{scratch}/sft", cfg.sft, cfg.seed, cfg.lora)
             metrics.update(sft_records=sft_records.height, sft_steps=trainer.state.global_step,
                            sft_final_loss=curve_last(trainer))
@@ -138,7 +139,8 @@ def train(model_path: str, out_dir: str | Path, cfg: TrainConfig,
                 _save(trainer, tok, Path(current))
         if "dpo" in cfg.method:
             if pairs is None or pairs.height == 0:
-                raise ValueError("train: method includes dpo but there are no preference pairs")
+                raise ValueError("train: method includes dpo but there are no preference pairs "
+                                 "(no prompt had answers differing by build_pairs.min_margin)")
             trainer, tok = train_dpo(current, pairs, f"{scratch}/dpo", cfg.dpo, cfg.seed, cfg.lora)
             metrics.update(dpo_pairs=pairs.height, dpo_steps=trainer.state.global_step,
                            dpo_final_loss=curve_last(trainer))
