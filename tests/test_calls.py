@@ -115,6 +115,16 @@ def test_budget_stops_before_the_call_that_would_pass_it(tmp_path):
     assert stats.cost_usd == pytest.approx(6.0) and stats.cache_hits == 6
 
 
+def test_a_zero_budget_sends_nothing_for_a_paid_model_and_never_stops_a_free_one():
+    backend = ScriptedBackend()
+    with pytest.raises(BudgetExceeded, match=r"spent \$0\.0000 of max_cost_usd \$0\.0000 on 0 new calls; "
+                                             r"2 requests remain unanswered"):
+        run_requests(backend, [ask("a"), ask("b")], cache=None, pricing=Pricing(1.0, 1.0), budget=Budget(0.0))
+    assert backend.sent == []
+    run_requests(backend, [ask("a"), ask("b")], cache=None, budget=Budget(0.0))  # local: price zero
+    assert backend.sent == [["a", "b"]]
+
+
 # ---- against the real server ----------------------------------------------------------
 
 

@@ -141,6 +141,9 @@ def run_requests(
             if stats.cost_usd + stats.cost_usd / answered > budget.max_cost_usd:
                 raise BudgetExceeded(_budget_message(stats, budget, answered, len(to_send) - answered))
 
+    if budget is not None and to_send and budget.max_cost_usd <= 0 and pricing != Pricing():
+        progress.close()
+        raise BudgetExceeded(_budget_message(stats, budget, 0, len(to_send)))
     try:
         if to_send:
             backend.generate(to_send, on_result=on_result)

@@ -226,7 +226,8 @@ class ChatServer:
         continue_final = bool(body.get("continue_final_message"))
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema")
         if self._batcher is not None:
-            texts, finish, prompt_tokens = self._from_backend(body, messages, n, continue_final, schema)
+            texts, finish, prompt_tokens, completion_tokens = self._from_backend(
+                body, messages, n, continue_final, schema)
         else:
             text = self.reply(messages)
             if continue_final and self.reply is echo_reply:
@@ -241,7 +242,7 @@ class ChatServer:
                     if len(words) > max_tokens:
                         texts[i], finish[i] = " ".join(words[:max_tokens]), "length"
             prompt_tokens = sum(_count_tokens(str(m.get("content", ""))) for m in messages)
-        completion_tokens = sum(_count_tokens(t) for t in texts)
+            completion_tokens = sum(_count_tokens(t) for t in texts)
         return {
             "id": "chatcmpl-" + prompt_hash(body),
             "object": "chat.completion",
@@ -269,7 +270,7 @@ class ChatServer:
         request = ChatRequest(messages=tuple(messages), params=params, continue_final_message=continue_final)
         result = self._batcher.submit(request)
         return ([c.text for c in result.completions], [c.finish_reason for c in result.completions],
-                result.prompt_tokens)
+                result.prompt_tokens, result.completion_tokens)
 
 
 def _quiet_on_disconnect(handle_error: Callable) -> Callable:
@@ -409,12 +410,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def serve_forever(server: ChatServer) -> None:
-    """Run until interrupted (the `honing serve` command)."""
+    """Run until SIGINT or SIGTERM (the `honing serve` command)."""
+    import signal
+
+    stopped = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # Installed explicitly: a process started in the background by a shell inherits
+        # SIGINT as ignored, and SIGTERM's default would skip the clean shutdown.
+        for number in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(number, lambda *_: stopped.set())
     server.start()
     print(f"honing serve: {server.url} model={server.model}", flush=True)
     try:
-        while True:
-            time.sleep(3600)
+        while not stopped.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:

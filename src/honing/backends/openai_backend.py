@@ -26,8 +26,12 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Sequence
 
-import httpx2
 import openai
+
+try:  # openai 3.x runs on httpx2; 2.x on httpx (same Response API for what we use)
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - older client
+    import httpx as _http  # type: ignore[no-redef]
 
 from honing.backends.base import BackendError, ChatRequest, ChatResult, Completion, ResultCallback
 
@@ -364,7 +368,7 @@ class OpenAIBackend:
             # our JSON as is: `chat.completions.create` spends ~0.5 ms of CPU a call
             # re-validating params we build ourselves, which caps throughput at
             # concurrency 64. Replies are validated by `parse_reply` either way.
-            response = await client.post("/chat/completions", cast_to=httpx2.Response, body=self._body(request))
+            response = await client.post("/chat/completions", cast_to=_http.Response, body=self._body(request))
         except openai.APITimeoutError:
             raise _Retryable("timeout", f"no reply within {self.timeout:g} s") from None
         except openai.APIConnectionError as err:
