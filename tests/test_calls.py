@@ -30,10 +30,10 @@ class ScriptedBackend:
 
     kind, model_id = "scripted", "scripted:upper"
 
-    def __init__(self, answer_only: int | None = None):
+    def __init__(self, answer_only: int | None = None, report: bool = True):
         self.sent: list[list[str]] = []
         self.retry_counts = {"rate_limit": 0}
-        self.answer_only = answer_only
+        self.answer_only, self.report = answer_only, report
 
     def generate(self, requests, on_result=None):
         self.sent.append([r.messages[-1]["content"] for r in requests])
@@ -42,7 +42,7 @@ class ScriptedBackend:
             result = ChatResult(completions=(Completion(request.messages[-1]["content"].upper(), "stop"),),
                                 prompt_tokens=10, completion_tokens=5, model=self.model_id)
             self.retry_counts["rate_limit"] += 1  # as if each needed one retry
-            if on_result is not None:
+            if on_result is not None and self.report:
                 on_result(i, result)
             results.append(result)
         return results
@@ -96,6 +96,13 @@ def test_pricing_from_a_params_block():
 def test_a_backend_that_skips_requests_is_an_error(tmp_path):
     with pytest.raises(BackendError, match="returned without answering 2 of 3 requests"):
         run_requests(ScriptedBackend(answer_only=1), [ask("a"), ask("b"), ask("c")], cache=None)
+
+
+def test_answers_returned_without_a_callback_are_cached_too(tmp_path):
+    cache = RequestCache(tmp_path / "c.sqlite")
+    results, stats = run_requests(ScriptedBackend(report=False), [ask("a"), ask("b")], cache=cache)
+    assert [r.text for r in results] == ["A", "B"] and stats.completion_tokens == 10
+    assert cache.stats()["rows"] == 2
 
 
 def test_budget_stops_before_the_call_that_would_pass_it(tmp_path):

@@ -146,7 +146,11 @@ def run_requests(
         raise BudgetExceeded(_budget_message(stats, budget, 0, len(to_send)))
     try:
         if to_send:
-            backend.generate(to_send, on_result=on_result)
+            returned = backend.generate(to_send, on_result=on_result)
+            # A backend that skipped `on_result` for some requests still returned them.
+            for index, result in enumerate(returned or ()):
+                if result is not None and index < len(miss_keys) and miss_keys[index] not in found:
+                    on_result(index, result)
     except BudgetExceeded:
         # Answers in flight at the stop arrived (and were cached) after the first
         # complaint; count what really remains.

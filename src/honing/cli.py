@@ -105,6 +105,8 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="fixed delay per reply")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="KIND=RATE",
                         help="inject a fault at a rate, e.g. rate_limit=0.1 (repeatable)")
+    parser.add_argument("--retry-after-s", type=float, default=0.05, help="Retry-After sent with injected 429s")
+    parser.add_argument("--slow-s", type=float, default=2.0, help="delay of an injected slow reply")
     parser.add_argument("--api-key-env", help="require the key in this environment variable (401 otherwise)")
     parser.add_argument("--log", help="append every attempt to this JSONL file")
     parser.set_defaults(run=_serve)
@@ -126,7 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     server = ChatServer(backend=backend, model=args.served_name or args.model or "honing-echo",
                         port=args.port, latency_ms=args.latency_ms, faults=dict(args.fault),
-                        api_key=api_key, log_path=args.log)
+                        retry_after_s=args.retry_after_s, slow_s=args.slow_s, api_key=api_key,
+                        log_path=args.log)
     serve_forever(server)
     return 0
 
