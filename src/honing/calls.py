@@ -115,11 +115,12 @@ def run_requests(
 
     retries_before = _retry_counts(backend)
     answered = 0
+    next_postfix = 0.0
     progress = tqdm(total=len(to_send), desc=desc or backend.model_id, unit="req", file=sys.stderr,
                     disable=not to_send, mininterval=0.5, dynamic_ncols=True)
 
     def on_result(index: int, result: ChatResult) -> None:
-        nonlocal answered
+        nonlocal answered, next_postfix
         key = miss_keys[index]
         if key in found:  # a backend reporting one request twice: keep the first answer
             return
@@ -131,10 +132,14 @@ def run_requests(
         stats.prompt_tokens += result.prompt_tokens
         stats.completion_tokens += result.completion_tokens
         stats.cost_usd += pricing.cost(result)
-        retries = _since(retries_before, _retry_counts(backend))
-        progress.set_postfix(retries=sum(retries.values()),
-                             tokens=stats.prompt_tokens + stats.completion_tokens,
-                             cost=f"${stats.cost_usd:.4f}", refresh=False)
+        # Formatting the postfix costs as much as the rest of this callback: twice a second.
+        now = time.monotonic()
+        if now >= next_postfix or answered == len(to_send):
+            next_postfix = now + 0.5
+            retries = _since(retries_before, _retry_counts(backend))
+            progress.set_postfix(retries=sum(retries.values()),
+                                 tokens=stats.prompt_tokens + stats.completion_tokens,
+                                 cost=f"${stats.cost_usd:.4f}", refresh=False)
         progress.update(1)
         if budget is not None and answered < len(to_send):
             # Stop before the call that would pass the cap, judged by the mean cost so far.

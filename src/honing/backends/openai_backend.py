@@ -116,6 +116,9 @@ class RateLimiter:
         self._lock_loop: asyncio.AbstractEventLoop | None = None
 
     async def acquire(self, tokens: int) -> None:
+        now = time.monotonic()
+        if all(b.per_minute is None and b.blocked_until <= now for b in (self.requests, self.tokens)):
+            return  # no limit known: nothing to wait for
         loop = asyncio.get_running_loop()
         if self._lock_loop is not loop:  # each `generate` runs its own event loop
             self._lock, self._lock_loop = asyncio.Lock(), loop
