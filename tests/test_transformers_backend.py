@@ -89,6 +89,13 @@ def test_n_samples(backend):
     assert result.completion_tokens <= 3 * 12
 
 
+def test_greedy_with_n_gives_n_equal_answers(backend):
+    [single] = backend.generate([user(PROMPTS[1], max_tokens=6)])
+    [triple] = backend.generate([user(PROMPTS[1], n=3, max_tokens=6)])
+    assert [c.text for c in triple.completions] == [single.text] * 3
+    assert triple.completion_tokens == 3 * single.completion_tokens
+
+
 def test_same_batch_and_seed_give_same_bytes(backend):
     requests = [user(p, n=2, temperature=1.0, top_p=0.9, max_tokens=12, seed=i) for i, p in enumerate(PROMPTS)]
     first = [r.to_json() for r in backend.generate(requests)]

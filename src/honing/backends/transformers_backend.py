@@ -186,7 +186,7 @@ class TransformersBackend:
     def generate(
         self, requests: Sequence[ChatRequest], on_result: ResultCallback | None = None
     ) -> list[ChatResult]:
-        prompts = [self._prompt_ids(r) for r in requests]
+        prompts = [self._prompt_ids(i, r) for i, r in enumerate(requests)]
         results: list[ChatResult | None] = [None] * len(requests)
         for batch in self._plan_batches(requests, prompts):
             outputs = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
@@ -208,12 +208,12 @@ class TransformersBackend:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _prompt_ids(self, request: ChatRequest) -> list[int]:
+    def _prompt_ids(self, index: int, request: ChatRequest) -> list[int]:
         messages = [dict(m) for m in request.messages]
         if request.continue_final_message and (not messages or messages[-1].get("role") != "assistant"):
             raise BackendError(
-                "continue_final_message needs the last message to be an assistant prefix; "
-                f"found role {messages[-1].get('role') if messages else None!r}"
+                f"request {index}: continue_final_message needs the last message to be an assistant "
+                f"prefix; found role {messages[-1].get('role') if messages else None!r}"
             )
         encoded = self.tokenizer.apply_chat_template(
             messages,
@@ -231,8 +231,7 @@ class TransformersBackend:
             groups.setdefault(sampling_group_key(r.params), []).append(i)
         batches = []
         for indices in groups.values():
-            n = requests[indices[0]].params.n
-            per_batch = max(1, self.batch_size // n)
+            per_batch = max(1, self.batch_size // rows_per_prompt(requests[indices[0]].params))
             # Longest first: if memory runs out, it does so in the first batch, not the last.
             indices = sorted(indices, key=lambda i: -len(prompts[i]))
             batches += [indices[k : k + per_batch] for k in range(0, len(indices), per_batch)]
@@ -254,7 +253,8 @@ class TransformersBackend:
         seed = batch_seed([r.params.seed for r in requests])
         if seed is not None:
             torch.manual_seed(seed)  # seeds every device; generate samples from the global RNG
-        stopping = [_StopStringCriteria(self.tokenizer, prompts, params.n, params.stop)] if params.stop else None
+        rows = rows_per_prompt(params)
+        stopping = [_StopStringCriteria(self.tokenizer, prompts, rows, params.stop)] if params.stop else None
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids,
@@ -264,7 +264,8 @@ class TransformersBackend:
             )
         generated = output[:, width:].tolist()  # rows: prompt 0 sample 0..n-1, prompt 1 ...
         return [
-            self._result(prompt, generated[k * params.n : (k + 1) * params.n], params.stop)
+            # Greedy with n > 1 generated one row per prompt: its n answers are that row n times.
+            self._result(prompt, generated[k * rows : (k + 1) * rows] * (params.n // rows), params.stop)
             for k, prompt in enumerate(prompts)
         ]
 
@@ -332,8 +333,14 @@ class ContinuationText:
         return self.stopped
 
 
+def rows_per_prompt(params: SamplingParams) -> int:
+    """Sequences generated per prompt: n when sampling; one when greedy, since n greedy
+    answers are equal (and generate refuses num_return_sequences > 1 without sampling)."""
+    return params.n if params.temperature > 0 else 1
+
+
 def _generate_kwargs(params: SamplingParams) -> dict[str, Any]:
-    common = {"max_new_tokens": params.max_tokens, "num_return_sequences": params.n, "use_cache": True}
+    common = {"max_new_tokens": params.max_tokens, "num_return_sequences": rows_per_prompt(params), "use_cache": True}
     if params.temperature <= 0:
         return {**common, "do_sample": False}
     # top_k=0 disables top-k, as in vLLM and OpenAI (transformers' own default is 50).
@@ -346,11 +353,11 @@ class _StopStringCriteria:
     transformers' own `stop_strings` needs a BPE-like vocabulary (it fails on
     WordPiece), so each row keeps a `ContinuationText` fed one token per step. It only
     saves compute: the final text is decoded again in `_result` the same way.
-    Rows are prompts repeated `n` times (num_return_sequences), in that order.
+    Rows are each prompt repeated `rows` times (num_return_sequences), in that order.
     """
 
-    def __init__(self, tokenizer: Any, prompts: list[list[int]], n: int, stop: Sequence[str]) -> None:
-        self.rows = [ContinuationText(tokenizer, p, stop) for p in prompts for _ in range(n)]
+    def __init__(self, tokenizer: Any, prompts: list[list[int]], rows: int, stop: Sequence[str]) -> None:
+        self.rows = [ContinuationText(tokenizer, p, stop) for p in prompts for _ in range(rows)]
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
