@@ -61,7 +61,7 @@ class VLLMBackend:
             from vllm.lora.request import LoRARequest
         except ImportError as e:
             raise BackendError(
-                f"backend 'vllm' needs vLLM, which is not importable here ({e}): "
+                f"backend 'vllm' needs vLLM, which is not importable here ({' '.join(str(e).split())}): "
                 "pip install 'honing[vllm]' (CI runs it in .venv-vllm, see .ci/vllm-tests)"
             ) from e
         if chunk_size < 1:
@@ -93,7 +93,8 @@ class VLLMBackend:
                 **lora_options,
             )
         except Exception as e:  # engine start fails in many ways; say which model and why
-            raise BackendError(f"vLLM could not start model {model!r}: {type(e).__name__}: {e}") from e
+            reason = " ".join(str(e).split())  # BackendError messages are one line
+            raise BackendError(f"vLLM could not start model {model!r}: {type(e).__name__}: {reason}") from e
         self._tokenizer = self._llm.get_tokenizer()
         if getattr(self._tokenizer, "chat_template", None) is None:
             raise BackendError(
