@@ -39,7 +39,7 @@ class PretrainConfig:
     check_p_wrong: float = 0.5  # per-step error rate of the answers phase 2 checks
     hidden_size: int = 64
     num_hidden_layers: int = 3
-    num_attention_heads: int = 4
+    num_attention_heads: int = 2
     intermediate_size: int = 256
     warmup_steps: int = 50
     threads: int = 0  # 0: torch's default

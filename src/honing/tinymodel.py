@@ -34,7 +34,7 @@ class TinyModelConfig:
     hidden_size: int = 64
     intermediate_size: int = 256
     num_hidden_layers: int = 3
-    num_attention_heads: int = 4
+    num_attention_heads: int = 2  # head size 32: the smallest vLLM's CPU attention supports
     max_position_embeddings: int = 512
 
 
