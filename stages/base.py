@@ -3,11 +3,11 @@ a Hub model name or a local checkpoint folder, saved as the pipeline's base."""
 
 from pathlib import Path
 
+from honing.plots import write_csv
 from honing.pretrain import PretrainConfig, pretrain, save_pretrained_copy
 from honing.progress import StepProgress
 from honing.prompts import PromptSet
 from honing.stage import load_params, main, stage_params, to_config, write_json
-from honing.plots import write_csv
 
 OUT = Path("data/base/model")
 

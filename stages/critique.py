@@ -4,8 +4,15 @@ the iteration's own model. Unparseable feedback is kept with its reason."""
 from honing.critique import feedback_frame, make_critic
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
-from honing.roles import Role
-from honing.stage import iteration_init, load_params, main, stage_params, write_json
+from honing.stage import (
+    iteration_init,
+    load_params,
+    main,
+    make_role,
+    run_budget,
+    stage_params,
+    write_json,
+)
 from schemas.candidates import Candidates
 from schemas.feedback import Feedback
 
@@ -15,8 +22,8 @@ def run(argv: list[str]) -> None:
     params = load_params()
     block = stage_params("critique", iteration, params)
     candidates = read_artifact(f"data/{iteration}/generate/candidates.parquet", Candidates)
-    policy = Role.from_params("policy", params["policy"], model=iteration_init(params, iteration))
-    critic = make_critic(block.get("critic", {"backend": "self"}), policy=policy,
+    policy = make_role("policy", params, model=iteration_init(params, iteration))
+    critic = make_critic(block.get("critic", {"backend": "self"}), policy=policy, budget_usd=run_budget(params),
                          templates=PromptSet(params["templates"]),
                          feedback_format=params["feedback_format"], max_tokens=block.get("max_tokens", 256))
     feedback = feedback_frame(candidates, critic, iteration)

@@ -5,8 +5,16 @@ from honing.critique import make_critic
 from honing.evaluate import EvaluateConfig, evaluate
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
-from honing.roles import Role
-from honing.stage import StageError, load_params, main, stage_params, to_config, write_json
+from honing.stage import (
+    StageError,
+    load_params,
+    main,
+    make_role,
+    run_budget,
+    stage_params,
+    to_config,
+    write_json,
+)
 from schemas.evaluation import EvaluationRows
 from schemas.prompts import Prompts
 
@@ -22,8 +30,8 @@ def run(argv: list[str]) -> None:
     cfg = to_config(EvaluateConfig, {**block, "feedback_format": params["feedback_format"]}, "evaluate")
     templates = PromptSet(params["templates"])
     prompts = read_artifact("data/prepare/eval.parquet", Prompts)
-    policy = Role.from_params("policy", params["policy"], model=checkpoints[name])
-    critic = make_critic(critic_spec, policy=policy, templates=templates,
+    policy = make_role("policy", params, model=checkpoints[name])
+    critic = make_critic(critic_spec, policy=policy, budget_usd=run_budget(params), templates=templates,
                          feedback_format=params["feedback_format"])
     rows, metrics = evaluate(prompts, policy, critic, templates, cfg, name)
     write_artifact(rows, f"data/{name}/evaluate/rows.parquet", EvaluationRows)

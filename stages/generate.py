@@ -3,8 +3,15 @@
 from honing.generate import GenerateConfig, generate_candidates
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
-from honing.roles import Role
-from honing.stage import iteration_init, load_params, main, stage_params, to_config, write_json
+from honing.stage import (
+    iteration_init,
+    load_params,
+    main,
+    make_role,
+    stage_params,
+    to_config,
+    write_json,
+)
 from schemas.candidates import Candidates
 from schemas.prompts import Prompts
 
@@ -14,7 +21,7 @@ def run(argv: list[str]) -> None:
     params = load_params()
     cfg = to_config(GenerateConfig, stage_params("generate", iteration, params), "generate")
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
-    policy = Role.from_params("policy", params["policy"], model=iteration_init(params, iteration))
+    policy = make_role("policy", params, model=iteration_init(params, iteration))
     candidates = generate_candidates(prompts, policy, PromptSet(params["templates"]), cfg, iteration)
     write_artifact(candidates, f"data/{iteration}/generate/candidates.parquet", Candidates)
     write_json(f"metrics/{iteration}/generate.json", {

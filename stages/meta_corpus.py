@@ -5,8 +5,15 @@ from honing.critique import make_critic
 from honing.io import read_artifact, write_artifact
 from honing.meta_corpus import MetaCorpusConfig, build_meta_corpus
 from honing.prompts import PromptSet
-from honing.roles import Role
-from honing.stage import load_params, main, stage_params, to_config, write_json
+from honing.stage import (
+    load_params,
+    main,
+    make_role,
+    run_budget,
+    stage_params,
+    to_config,
+    write_json,
+)
 from schemas.meta_corpus import MetaCorpus
 from schemas.prompts import Prompts
 
@@ -16,8 +23,8 @@ def run(argv: list[str]) -> None:
     cfg = to_config(MetaCorpusConfig, stage_params("meta_corpus", params=params), "meta_corpus")
     templates = PromptSet(params["templates"])
     prompts = read_artifact("data/prepare/meta.parquet", Prompts)
-    policy = Role.from_params("policy", params["policy"], model="data/base/model")
-    critic = make_critic(params["critic"], policy=policy, templates=templates,
+    policy = make_role("policy", params, model="data/base/model")
+    critic = make_critic(params["critic"], policy=policy, budget_usd=run_budget(params), templates=templates,
                          feedback_format=params["feedback_format"])
     corpus = build_meta_corpus(prompts, policy, critic, templates, cfg)
     write_artifact(corpus, "data/meta_corpus/corpus.parquet", MetaCorpus)

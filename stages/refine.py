@@ -6,8 +6,16 @@ from honing.critique import make_critic
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
 from honing.refine import RefineConfig, refine_rounds
-from honing.roles import Role
-from honing.stage import iteration_init, load_params, main, stage_params, to_config, write_json
+from honing.stage import (
+    iteration_init,
+    load_params,
+    main,
+    make_role,
+    run_budget,
+    stage_params,
+    to_config,
+    write_json,
+)
 from schemas.candidates import Candidates
 from schemas.feedback import Feedback
 from schemas.refinements import Refinements
@@ -23,8 +31,8 @@ def run(argv: list[str]) -> None:
     feedback = read_artifact(f"data/{iteration}/critique/feedback.parquet", Feedback)
     rows = feedback.join(candidates.select("id", "prompt", "model"), on="id", how="left", maintain_order="left")
     templates = PromptSet(params["templates"])
-    policy = Role.from_params("policy", params["policy"], model=iteration_init(params, iteration))
-    critic = make_critic(critic_spec, policy=policy, templates=templates,
+    policy = make_role("policy", params, model=iteration_init(params, iteration))
+    critic = make_critic(critic_spec, policy=policy, budget_usd=run_budget(params), templates=templates,
                          feedback_format=params["feedback_format"])
     refinements = refine_rounds(rows, policy, critic, templates, cfg, iteration)
     write_artifact(refinements, f"data/{iteration}/refine/refinements.parquet", Refinements)

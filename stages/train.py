@@ -4,7 +4,14 @@ from pathlib import Path
 
 from honing.io import read_artifact
 from honing.plots import write_csv
-from honing.stage import iteration_init, load_params, main, stage_params, to_config, write_json
+from honing.stage import (
+    iteration_init,
+    load_params,
+    main,
+    stage_params,
+    to_config,
+    write_json,
+)
 from honing.train import TrainConfig, train
 from schemas.pairs import PreferencePairs
 from schemas.sft import SFTRecords

@@ -1,7 +1,6 @@
 """train_meta: SFT on the meta-skill corpus (prompt + response → feedback, prompt →
 refinement) from the base model, through TRL."""
 
-import polars as pl
 
 from honing.io import read_artifact, write_artifact
 from honing.plots import write_csv

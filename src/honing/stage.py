@@ -89,3 +89,42 @@ def main(run: Callable[[list[str]], None]) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def spent_usd(metrics_dir: Path = Path("metrics")) -> float:
+    """What the run's finished stages spent on model calls (their metrics' cost_usd)."""
+
+    def costs(node: Any) -> float:
+        if isinstance(node, dict):
+            return sum(v if k == "cost_usd" and isinstance(v, (int, float)) else costs(v)
+                       for k, v in node.items())
+        return 0.0
+
+    total = 0.0
+    for path in sorted(metrics_dir.rglob("*.json")) if metrics_dir.exists() else []:
+        try:
+            total += costs(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def run_budget(params: Mapping[str, Any]) -> float | None:
+    """What is left of the run's cap (`max_cost_usd` at the top of params.yaml), if any."""
+    cap = params.get("max_cost_usd")
+    return None if cap is None else max(cap - spent_usd(), 0.0)
+
+
+def make_role(name: str, params: Mapping[str, Any], model: str | None = None):
+    """The role `name` from its params block, capped by the stage's and the run's budget.
+
+    A local backend (transformers, vllm) runs the checkpoint the stage passes as
+    `model`; an openai backend names its served model in params (`model:`), and the
+    checkpoint is used only when it does not.
+    """
+    from honing.roles import Role
+
+    spec = dict(params[name])
+    if spec.get("backend") == "openai" and spec.get("model"):
+        model = None
+    return Role.from_params(name, spec, model=model, budget_usd=run_budget(params))

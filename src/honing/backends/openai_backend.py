@@ -33,7 +33,13 @@ try:  # openai 3.x runs on httpx2; 2.x on httpx (same Response API for what we u
 except ImportError:  # pragma: no cover - older client
     import httpx as _http  # type: ignore[no-redef]
 
-from honing.backends.base import BackendError, ChatRequest, ChatResult, Completion, ResultCallback
+from honing.backends.base import (
+    BackendError,
+    ChatRequest,
+    ChatResult,
+    Completion,
+    ResultCallback,
+)
 
 OPENAI_URL = "https://api.openai.com/v1"
 RETRY_KINDS = ("rate_limit", "server_error", "timeout", "connection", "truncated", "malformed",

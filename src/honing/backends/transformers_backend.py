@@ -147,7 +147,6 @@ class TransformersBackend:
         revision: str | None = None,
         **ignored: Any,
     ) -> None:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
         if batch_size < 1:
