@@ -12,10 +12,11 @@ from honing.stage import (
     run_budget,
     stage_params,
     to_config,
-    write_json,
+    write_metrics,
 )
 from schemas.meta_corpus import MetaCorpus
 from schemas.prompts import Prompts
+from schemas.quarantine import Quarantine
 
 
 def run(argv: list[str]) -> None:
@@ -26,11 +27,13 @@ def run(argv: list[str]) -> None:
     policy = make_role("policy", params, model="data/base/model")
     critic = make_critic(params["critic"], policy=policy, budget_usd=run_budget(params), templates=templates,
                          feedback_format=params["feedback_format"])
-    corpus = build_meta_corpus(prompts, policy, critic, templates, cfg)
+    corpus, quarantine = build_meta_corpus(prompts, policy, critic, templates, cfg)
     write_artifact(corpus, "data/meta_corpus/corpus.parquet", MetaCorpus)
+    write_artifact(quarantine, "data/meta_corpus/quarantine.parquet", Quarantine, id_column=None)
     counts = corpus.group_by("response_source", "verdict").len().sort("response_source", "verdict")
-    write_json("metrics/meta_corpus.json", {
+    write_metrics("metrics/meta_corpus.json", {
         "rows": corpus.height,
+        "quarantined_unparseable_feedback": quarantine.height,
         "by_source_and_verdict": {f"{s}/{v}": n for s, v, n in counts.iter_rows()},
         "policy_calls": policy.metrics(),
         "critic": critic.name,

@@ -10,6 +10,7 @@ check rather than guess.
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from honing.critique import Critic
 from honing.generate import GenerateConfig, generate_candidates
 from honing.prompts import PromptSet
 from honing.roles import Role
+from honing.validation import quarantine_frame
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,8 @@ def _source(sample_index: int, greedy: bool) -> str:
 
 
 def build_meta_corpus(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: PromptSet,
-                      cfg: MetaCorpusConfig) -> pl.DataFrame:
+                      cfg: MetaCorpusConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The corpus, and the rows whose feedback could not be parsed (quarantine)."""
     gen = GenerateConfig(num_samples=cfg.num_samples, temperature=cfg.temperature, greedy=cfg.greedy,
                          max_tokens=cfg.max_tokens, seed=cfg.seed)
     cands = generate_candidates(prompts, policy, templates, gen, "meta")
@@ -66,17 +69,21 @@ def build_meta_corpus(prompts: pl.DataFrame, policy: Role, critic: Critic, templ
                          "response_source": "noise"})
     judged = critic.critique([r["prompt"] for r in rows], [r["response"] for r in rows])
     references = dict(zip(with_reference["id"].to_list(), with_reference["reference"].to_list()))
-    out = []
+    out, quarantined = [], []
     for r, (text, fb) in zip(rows, judged):
-        if fb.verdict == "unparsed":  # a strong critic's reply we cannot read is not training data
+        if fb.verdict == "unparsed":  # a critic reply we cannot read is not training data
+            quarantined.append({"source_file": f"critic:{critic.name}", "row_id": r["id"], "column": "feedback",
+                                "reason": f"unparseable feedback: {fb.parse_error}",
+                                "row": json.dumps({**r, "feedback": text}, ensure_ascii=False)})
             continue
         out.append({**r, "feedback": text, "verdict": fb.verdict, "score": fb.score,
                     "weaknesses": fb.weaknesses or "", "suggestions": fb.suggestions or "",
                     "refinement": fb.refinement or references.get(r["prompt_id"]) or r["response"],
                     "critic": critic.name, "policy": policy.model_id, "iteration": "meta"})
-    return pl.DataFrame(out, schema={
+    corpus = pl.DataFrame(out, schema={
         "id": pl.String, "prompt_id": pl.String, "prompt": pl.String, "response": pl.String,
         "response_source": pl.String, "feedback": pl.String, "verdict": pl.String, "score": pl.Int64,
         "weaknesses": pl.String, "suggestions": pl.String, "refinement": pl.String,
         "critic": pl.String, "policy": pl.String, "iteration": pl.String,
     })
+    return corpus, quarantine_frame(quarantined)
