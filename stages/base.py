@@ -7,7 +7,7 @@ from honing.plots import write_csv
 from honing.pretrain import PretrainConfig, pretrain, save_pretrained_copy
 from honing.progress import StepProgress
 from honing.prompts import PromptSet
-from honing.stage import load_params, main, stage_params, to_config, write_json
+from honing.stage import load_params, main, stage_params, to_config, write_metrics
 
 OUT = Path("data/base/model")
 
@@ -17,13 +17,13 @@ def run(argv: list[str]) -> None:
     block = stage_params("base", params=params)
     source = block.pop("source", "micro")
     if source != "micro":
-        write_json("metrics/base.json", save_pretrained_copy(source, OUT))
+        write_metrics("metrics/base.json", save_pretrained_copy(source, OUT))
         write_csv("plots/base/loss.csv", [])
         return
     cfg = to_config(PretrainConfig, block, "base")
     with StepProgress("base pretraining") as progress:
         result = pretrain(OUT, cfg, PromptSet(params["templates"]), progress=progress)
-    write_json("metrics/base.json", result["metrics"])
+    write_metrics("metrics/base.json", result["metrics"])
     write_csv("plots/base/loss.csv", result["curve"])
 
 

@@ -3,7 +3,7 @@
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
 from honing.sft import BuildSFTConfig, iteration_records
-from honing.stage import load_params, main, stage_params, to_config, write_json
+from honing.stage import load_params, main, stage_params, to_config, write_metrics
 from schemas.filtered import Filtered
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
@@ -19,7 +19,7 @@ def run(argv: list[str]) -> None:
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
     records = iteration_records(filtered, refinements, prompts, PromptSet(params["templates"]), cfg, iteration)
     write_artifact(records, f"data/{iteration}/build_sft/sft.parquet", SFTRecords)
-    write_json(f"metrics/{iteration}/build_sft.json",
+    write_metrics(f"metrics/{iteration}/build_sft.json",
                {"records": records.height, "by_kind": dict(records.group_by("kind").len().sort("kind").iter_rows())})
 
 

@@ -11,7 +11,7 @@ from honing.stage import (
     make_role,
     run_budget,
     stage_params,
-    write_json,
+    write_metrics,
 )
 from schemas.candidates import Candidates
 from schemas.feedback import Feedback
@@ -29,7 +29,7 @@ def run(argv: list[str]) -> None:
     feedback = feedback_frame(candidates, critic, iteration)
     write_artifact(feedback, f"data/{iteration}/critique/feedback.parquet", Feedback)
     verdicts = dict(feedback.group_by("verdict").len().sort("verdict").iter_rows())
-    write_json(f"metrics/{iteration}/critique.json", {
+    write_metrics(f"metrics/{iteration}/critique.json", {
         "rows": feedback.height, "verdicts": verdicts, "critic": critic.name, **policy.metrics(),
     })
 

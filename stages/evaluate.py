@@ -13,7 +13,7 @@ from honing.stage import (
     run_budget,
     stage_params,
     to_config,
-    write_json,
+    write_metrics,
 )
 from schemas.evaluation import EvaluationRows
 from schemas.prompts import Prompts
@@ -35,7 +35,7 @@ def run(argv: list[str]) -> None:
                          feedback_format=params["feedback_format"])
     rows, metrics = evaluate(prompts, policy, critic, templates, cfg, name)
     write_artifact(rows, f"data/{name}/evaluate/rows.parquet", EvaluationRows)
-    write_json(f"metrics/evaluate/{name}.json", {**metrics, "calls": policy.metrics()})
+    write_metrics(f"metrics/evaluate/{name}.json", {**metrics, "calls": policy.metrics()})
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ reason; `kept` says which ones go on."""
 from honing.filters import FilterConfig, filter_answers, filter_metrics
 from honing.io import read_artifact, write_artifact
 from honing.refine import final_answers
-from honing.stage import load_params, main, stage_params, to_config, write_json
+from honing.stage import load_params, main, stage_params, to_config, write_metrics
 from schemas.filtered import Filtered
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
@@ -19,7 +19,7 @@ def run(argv: list[str]) -> None:
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
     filtered = filter_answers(final_answers(refinements), prompts, cfg, iteration)
     write_artifact(filtered, f"data/{iteration}/filter/filtered.parquet", Filtered)
-    write_json(f"metrics/{iteration}/filter.json", filter_metrics(filtered))
+    write_metrics(f"metrics/{iteration}/filter.json", filter_metrics(filtered))
 
 
 if __name__ == "__main__":

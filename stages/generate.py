@@ -10,7 +10,7 @@ from honing.stage import (
     make_role,
     stage_params,
     to_config,
-    write_json,
+    write_metrics,
 )
 from schemas.candidates import Candidates
 from schemas.prompts import Prompts
@@ -24,7 +24,7 @@ def run(argv: list[str]) -> None:
     policy = make_role("policy", params, model=iteration_init(params, iteration))
     candidates = generate_candidates(prompts, policy, PromptSet(params["templates"]), cfg, iteration)
     write_artifact(candidates, f"data/{iteration}/generate/candidates.parquet", Candidates)
-    write_json(f"metrics/{iteration}/generate.json", {
+    write_metrics(f"metrics/{iteration}/generate.json", {
         "prompts": candidates["prompt_id"].n_unique(),
         "candidates": candidates.height,
         "truncated": int((candidates["finish_reason"] == "length").sum()),

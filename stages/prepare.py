@@ -23,7 +23,7 @@ def run(argv: list[str]) -> None:
     for split in ("meta", "train", "eval"):
         write_artifact(getattr(result, split), OUT / f"{split}.parquet", Prompts)
     write_artifact(result.quarantine, OUT / "quarantine.parquet", Quarantine, id_column="row_id")
-    stage.write_json(METRICS, result.metrics)
+    stage.write_metrics(METRICS, result.metrics)
 
 
 if __name__ == "__main__":

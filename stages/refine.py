@@ -14,7 +14,7 @@ from honing.stage import (
     run_budget,
     stage_params,
     to_config,
-    write_json,
+    write_metrics,
 )
 from schemas.candidates import Candidates
 from schemas.feedback import Feedback
@@ -38,7 +38,7 @@ def run(argv: list[str]) -> None:
     write_artifact(refinements, f"data/{iteration}/refine/refinements.parquet", Refinements)
     per_round = refinements.group_by("round").agg(
         pl.len().alias("rows"), (pl.col("verdict") == "correct").sum().alias("judged_correct")).sort("round")
-    write_json(f"metrics/{iteration}/refine.json", {
+    write_metrics(f"metrics/{iteration}/refine.json", {
         "rounds": cfg.rounds,
         "rows_per_round": per_round["rows"].to_list(),
         "judged_correct_per_round": per_round["judged_correct"].to_list(),

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from honing.plots import write_csv
-from honing.stage import load_params, main, write_json
+from honing.stage import load_params, main, write_metrics
 
 
 def run(argv: list[str]) -> None:
@@ -26,7 +26,7 @@ def run(argv: list[str]) -> None:
         "final_gain_over_base": round(last["direct"] - first["direct"], 4),
         "final_refinement_gain": last["gain"],
     }
-    write_json("metrics/report.json", summary)
+    write_metrics("metrics/report.json", summary)
     width = max(len(r["checkpoint"]) for r in rows)
     print("held-out accuracy (direct -> with self-refinement):")
     for r in rows:

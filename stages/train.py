@@ -10,7 +10,7 @@ from honing.stage import (
     main,
     stage_params,
     to_config,
-    write_json,
+    write_metrics,
 )
 from honing.train import TrainConfig, train
 from schemas.pairs import PreferencePairs
@@ -26,7 +26,7 @@ def run(argv: list[str]) -> None:
              if "dpo" in cfg.method else None)
     result = train(iteration_init(params, iteration), Path(f"data/{iteration}/train/model"), cfg,
                    sft_records=sft, pairs=pairs)
-    write_json(f"metrics/{iteration}/train.json", result["metrics"])
+    write_metrics(f"metrics/{iteration}/train.json", result["metrics"])
     write_csv(f"plots/{iteration}/train_loss.csv", result["curve"], ["phase", "step", "loss"])
 
 

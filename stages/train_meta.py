@@ -6,7 +6,7 @@ from honing.io import read_artifact, write_artifact
 from honing.plots import write_csv
 from honing.prompts import PromptSet
 from honing.sft import MetaRecordsConfig, meta_records
-from honing.stage import load_params, main, stage_params, to_config, write_json
+from honing.stage import load_params, main, stage_params, to_config, write_metrics
 from honing.train import TrainConfig, train
 from schemas.meta_corpus import MetaCorpus
 from schemas.sft import SFTRecords
@@ -22,7 +22,7 @@ def run(argv: list[str]) -> None:
     write_artifact(records, "data/train_meta/sft.parquet", SFTRecords)
     result = train("data/base/model", "data/train_meta/model", cfg, sft_records=records)
     kinds = dict(records.group_by("kind").len().sort("kind").iter_rows())
-    write_json("metrics/train_meta.json", {**result["metrics"], "records_by_kind": kinds})
+    write_metrics("metrics/train_meta.json", {**result["metrics"], "records_by_kind": kinds})
     write_csv("plots/train_meta/loss.csv", result["curve"])
 
 

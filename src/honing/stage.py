@@ -75,6 +75,36 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# Keys that measure the machine rather than the data. They go to timings/ (not a
+# DVC output) so that two clean runs with one seed leave identical metrics files.
+TIMING_KEYS = ("seconds", "tokens_per_second", "requests_per_second")
+
+
+def _split_timings(data: Any) -> tuple[Any, Any]:
+    if not isinstance(data, Mapping):
+        return data, None
+    kept, timed = {}, {}
+    for k, v in data.items():
+        if k in TIMING_KEYS:
+            timed[k] = v
+            continue
+        kept[k], sub = _split_timings(v)
+        if sub:
+            timed[k] = sub
+    return kept, timed
+
+
+def write_metrics(path: str | Path, data: Mapping[str, Any]) -> None:
+    """A stage's metrics JSON (for `dvc metrics`), with wall-clock figures moved to
+    `timings/<same path>` beside it, outside DVC's hashes."""
+    kept, timed = _split_timings(data)
+    write_json(path, kept)
+    if timed:
+        path = Path(path)
+        under = path.relative_to("metrics") if path.parts[0] == "metrics" else Path(path.name)
+        write_json(Path("timings") / under, timed)
+
+
 def main(run: Callable[[list[str]], None]) -> None:
     """Run a stage's body; known failures print one line to stderr and exit 1."""
     from honing.backends.base import BackendError
