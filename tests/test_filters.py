@@ -10,6 +10,9 @@ def test_extract_answer():
     assert rule_correct("Answer : 7", "7") is True
     assert rule_correct("Answer : 8", "7") is False
     assert rule_correct("Answer : 8", None) is None
+    # GSM8K-style references and thousands separators
+    assert rule_correct("so she earns 1,200 dollars.", "48 * 25 = 1200 #### 1200") is True
+    assert rule_correct("Answer : 1199", "#### 1,200") is False
 
 
 def finals():

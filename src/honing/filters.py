@@ -38,12 +38,21 @@ def extract_answer(response: str) -> str | None:
     return numbers[-1] if numbers else None
 
 
+def reference_answer(answer: str) -> str:
+    """The final answer of a reference: GSM8K-style "reasoning #### 72" gives "72"."""
+    return answer.rsplit("####", 1)[-1].strip() if "####" in answer else answer.strip()
+
+
+def _normal(value: str) -> str:
+    return value.replace(",", "").rstrip(".").strip()
+
+
 def rule_correct(response: str, answer: str | None) -> bool | None:
     """True/False against the reference answer; None where there is none."""
     if answer is None:
         return None
     got = extract_answer(response)
-    return got is not None and got.strip() == str(answer).strip()
+    return got is not None and _normal(got) == _normal(reference_answer(str(answer)))
 
 
 def filter_answers(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig,
