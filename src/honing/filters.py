@@ -27,7 +27,7 @@ class FilterConfig:
 
 
 _MICRO_ANSWER = re.compile(r"Answer : (\S+)\s*$")
-_LAST_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 
 def extract_answer(response: str) -> str | None:
