@@ -79,11 +79,24 @@ def test_without_a_cache_everything_is_sent_each_time():
 
 def test_metrics_are_flat_with_retries_by_kind():
     stats = CallStats(requests=3, cache_hits=1, cache_misses=2, cost_usd=0.12345678,
-                      retries={"timeout": 2, "rate_limit": 1}, seconds=1.23456)
+                      retries={"timeout": 2, "rate_limit": 1}, seconds=1.23456,
+                      data_prompt_tokens=30, data_completion_tokens=15, data_cost_usd=0.2)
     assert stats.to_metrics() == {
-        "requests": 3, "cache_hits": 1, "cache_misses": 2, "cache_bytes_written": 0, "prompt_tokens": 0,
-        "completion_tokens": 0, "cost_usd": 0.123457, "seconds": 1.235, "retries": 3,
+        "requests": 3, "prompt_tokens": 30, "completion_tokens": 15, "cost_usd": 0.2,
+        "cache_hits": 1, "cache_misses": 2, "cache_bytes_written": 0, "new_prompt_tokens": 0,
+        "new_completion_tokens": 0, "spent_usd": 0.123457, "seconds": 1.235, "retries": 3,
         "retries_rate_limit": 1, "retries_timeout": 2}
+
+
+def test_data_figures_count_cached_answers_too(tmp_path):
+    backend = ScriptedBackend()
+    cache = RequestCache(tmp_path / "c.sqlite")
+    pricing = Pricing(input_per_mtok=1_000_000, output_per_mtok=0)  # $1 per prompt token
+    _, first = run_requests(backend, [ask("a"), ask("b")], cache=cache, pricing=pricing)
+    _, again = run_requests(backend, [ask("a"), ask("b")], cache=cache, pricing=pricing)
+    assert (first.cost_usd, again.cost_usd) == (20.0, 0.0)  # spent: only new calls cost
+    assert first.data_cost_usd == again.data_cost_usd == 20.0  # the data's cost is the same
+    assert first.data_prompt_tokens == again.data_prompt_tokens == 20
 
 
 def test_pricing_from_a_params_block():

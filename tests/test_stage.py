@@ -32,17 +32,19 @@ def test_to_config_rejects_unknown_keys_and_freezes_lists():
         to_config(Cfg, {"roundz": 2}, "refine")
 
 
-def test_timings_leave_the_metrics_file(tmp_path, monkeypatch):
+def test_run_dependent_figures_leave_the_metrics_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_metrics("metrics/it1/generate.json", {"rows": 3, "seconds": 1.5, "calls": {"cost_usd": 0.25, "seconds": 2}})
+    write_metrics("metrics/it1/generate.json", {"rows": 3, "seconds": 1.5, "calls": {
+        "cost_usd": 0.25, "seconds": 2, "cache_hits": 4, "spent_usd": 0.1, "retries_timeout": 1}})
     assert json.loads((tmp_path / "metrics/it1/generate.json").read_text()) == {"rows": 3, "calls": {"cost_usd": 0.25}}
-    assert json.loads((tmp_path / "timings/it1/generate.json").read_text()) == {"seconds": 1.5, "calls": {"seconds": 2}}
+    assert json.loads((tmp_path / "runtime/it1/generate.json").read_text()) == {
+        "seconds": 1.5, "calls": {"seconds": 2, "cache_hits": 4, "spent_usd": 0.1, "retries_timeout": 1}}
 
 
 def test_run_budget_subtracts_what_finished_stages_spent(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_metrics("metrics/meta_corpus.json", {"policy_calls": {"cost_usd": 1.25}})
-    write_metrics("metrics/it1/critique.json", {"cost_usd": 0.5})
+    write_metrics("metrics/meta_corpus.json", {"policy_calls": {"cost_usd": 9.0, "spent_usd": 1.25}})
+    write_metrics("metrics/it1/critique.json", {"spent_usd": 0.5})
     assert spent_usd() == pytest.approx(1.75)
     assert run_budget({"max_cost_usd": 2.0}) == pytest.approx(0.25)
     assert run_budget({"max_cost_usd": 1.0}) == 0.0

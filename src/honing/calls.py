@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from tqdm import tqdm
@@ -66,16 +66,42 @@ class CallStats:
     cost_usd: float = 0.0
     retries: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    # Of every answer the stage used, cached or new: what producing its data costs.
+    # These depend on the data alone, so they can sit in DVC-hashed metrics.
+    data_prompt_tokens: int = 0
+    data_completion_tokens: int = 0
+    data_cost_usd: float = 0.0
 
     def to_metrics(self) -> dict[str, Any]:
-        """A flat dict for a stage's metrics JSON (`retries_<kind>` per retry kind)."""
-        metrics = asdict(self)
-        retries = metrics.pop("retries")
-        metrics["cost_usd"] = round(self.cost_usd, 6)
-        metrics["seconds"] = round(self.seconds, 3)
-        metrics["retries"] = sum(retries.values())
-        metrics.update({f"retries_{kind}": count for kind, count in sorted(retries.items())})
+        """A flat dict for a stage's metrics JSON (`retries_<kind>` per retry kind).
+
+        `prompt_tokens`, `completion_tokens` and `cost_usd` describe the stage's data
+        (all its answers, cached or not); `new_*`, `spent_usd`, cache and retry
+        counts and `seconds` describe this run of it (see `RUNTIME_KEYS`).
+        """
+        metrics = {
+            "requests": self.requests,
+            "prompt_tokens": self.data_prompt_tokens,
+            "completion_tokens": self.data_completion_tokens,
+            "cost_usd": round(self.data_cost_usd, 6),
+            "cache_hits": self.cache_hits,
+            "cache_misses": self.cache_misses,
+            "cache_bytes_written": self.cache_bytes_written,
+            "new_prompt_tokens": self.prompt_tokens,
+            "new_completion_tokens": self.completion_tokens,
+            "spent_usd": round(self.cost_usd, 6),
+            "seconds": round(self.seconds, 3),
+            "retries": sum(self.retries.values()),
+        }
+        metrics.update({f"retries_{kind}": count for kind, count in sorted(self.retries.items())})
         return metrics
+
+
+# What changes from one run of a stage to the next with the same data (the cache's
+# state, the network, the machine): kept out of DVC-hashed metrics files.
+RUNTIME_KEYS = ("cache_hits", "cache_misses", "cache_bytes_written", "new_prompt_tokens",
+                "new_completion_tokens", "spent_usd", "seconds", "retries")
+RUNTIME_PREFIXES = ("retries_",)
 
 
 def _retry_counts(backend: Backend) -> dict[str, int]:
@@ -117,7 +143,8 @@ def run_requests(
     answered = 0
     next_postfix = 0.0
     progress = tqdm(total=len(to_send), desc=desc or backend.model_id, unit="req", file=sys.stderr,
-                    disable=not to_send, mininterval=0.5, dynamic_ncols=True)
+                    disable=not to_send, mininterval=0.5, dynamic_ncols=True,
+                    delay=1.0)  # no bar for calls that fail (or finish) at once
 
     def on_result(index: int, result: ChatResult) -> None:
         nonlocal answered, next_postfix
@@ -169,7 +196,11 @@ def run_requests(
     if missing:
         raise BackendError(f"backend {backend.model_id}: returned without answering "
                            f"{len(missing)} of {len(to_send)} requests")
-    return [found[key] for key in keys], stats
+    results = [found[key] for key in keys]
+    stats.data_prompt_tokens = sum(r.prompt_tokens for r in results)
+    stats.data_completion_tokens = sum(r.completion_tokens for r in results)
+    stats.data_cost_usd = sum(pricing.cost(r) for r in results)
+    return results, stats
 
 
 def _budget_message(stats: CallStats, budget: Budget, answered: int, remaining: int) -> str:

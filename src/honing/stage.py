@@ -75,34 +75,37 @@ def write_json(path: str | Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-# Keys that measure the machine rather than the data. They go to timings/ (not a
-# DVC output) so that two clean runs with one seed leave identical metrics files.
-TIMING_KEYS = ("seconds", "tokens_per_second", "requests_per_second")
+def _is_runtime(key: str) -> bool:
+    from honing.calls import RUNTIME_KEYS, RUNTIME_PREFIXES
+
+    return key in RUNTIME_KEYS or key == "tokens_per_second" or key.startswith(RUNTIME_PREFIXES)
 
 
-def _split_timings(data: Any) -> tuple[Any, Any]:
+def _split_runtime(data: Any) -> tuple[Any, Any]:
     if not isinstance(data, Mapping):
         return data, None
-    kept, timed = {}, {}
+    kept, runtime = {}, {}
     for k, v in data.items():
-        if k in TIMING_KEYS:
-            timed[k] = v
+        if _is_runtime(k):
+            runtime[k] = v
             continue
-        kept[k], sub = _split_timings(v)
+        kept[k], sub = _split_runtime(v)
         if sub:
-            timed[k] = sub
-    return kept, timed
+            runtime[k] = sub
+    return kept, runtime
 
 
 def write_metrics(path: str | Path, data: Mapping[str, Any]) -> None:
-    """A stage's metrics JSON (for `dvc metrics`), with wall-clock figures moved to
-    `timings/<same path>` beside it, outside DVC's hashes."""
-    kept, timed = _split_timings(data)
+    """A stage's metrics JSON (a DVC output, so in dvc.lock's hashes), holding what
+    the data determines. What varies from run to run with the same data (seconds,
+    cache hits, retries, new spend) goes to `runtime/<same path>`, which dvc.yaml
+    lists as top-level metrics: `dvc metrics show` reads it, dvc.lock does not."""
+    kept, runtime = _split_runtime(data)
     write_json(path, kept)
-    if timed:
+    if runtime:
         path = Path(path)
         under = path.relative_to("metrics") if path.parts[0] == "metrics" else Path(path.name)
-        write_json(Path("timings") / under, timed)
+        write_json(Path("runtime") / under, runtime)
 
 
 def main(run: Callable[[list[str]], None]) -> None:
@@ -121,19 +124,19 @@ def main(run: Callable[[list[str]], None]) -> None:
         sys.exit(1)
 
 
-def spent_usd(metrics_dir: Path = Path("metrics")) -> float:
-    """What the run's finished stages spent on model calls (their metrics' cost_usd)."""
+def spent_usd(runtime_dir: Path = Path("runtime")) -> float:
+    """What the stages' latest runs spent on new model calls (`spent_usd` in runtime/)."""
 
-    def costs(node: Any) -> float:
+    def spent(node: Any) -> float:
         if isinstance(node, dict):
-            return sum(v if k == "cost_usd" and isinstance(v, (int, float)) else costs(v)
+            return sum(v if k == "spent_usd" and isinstance(v, (int, float)) else spent(v)
                        for k, v in node.items())
         return 0.0
 
     total = 0.0
-    for path in sorted(metrics_dir.rglob("*.json")) if metrics_dir.exists() else []:
+    for path in sorted(runtime_dir.rglob("*.json")) if runtime_dir.exists() else []:
         try:
-            total += costs(json.loads(path.read_text()))
+            total += spent(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
     return total

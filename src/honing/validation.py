@@ -76,6 +76,8 @@ class Failure:
 
 
 def _short(value: Any, limit: int = 60) -> str:
+    if isinstance(value, pl.Series):  # a list cell: show it as a list, not a printed Series
+        value = value.to_list()
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 2] + "…" + text[-1]
 
