@@ -43,6 +43,7 @@ NUM_SAMPLES = 2
 REQUESTS_PER_PROMPT = 2  # one greedy request, one sampled request with n = NUM_SAMPLES
 CANDIDATES = Path("data/it1/generate/candidates.parquet")
 METRICS = Path("metrics/it1/generate.json")
+RUNTIME = Path("runtime/it1/generate.json")  # per-run figures: cache hits and misses
 
 
 def prompt_pool(count: int) -> pl.DataFrame:
@@ -159,7 +160,7 @@ def test_sigkill_half_way_then_rerun_repeats_only_calls_in_flight_and_growth_sen
     repeated = [prompt for prompt, n in counts.items() if n > 1]
     assert len(repeated) == answered_at_kill - cached_at_kill <= CONCURRENCY
     assert max(counts.values()) <= 2
-    metrics = json.loads((resumed / METRICS).read_text())
+    metrics = json.loads((resumed / RUNTIME).read_text())
     assert (metrics["cache_hits"], metrics["cache_misses"]) == (cached_at_kill, total - cached_at_kill)
 
     # An uninterrupted run in a separate folder with a fresh cache writes the same artifact.
@@ -185,7 +186,7 @@ def test_sigkill_half_way_then_rerun_repeats_only_calls_in_flight_and_growth_sen
     templates = PromptSet(resumed / "prompts/micro")
     assert Counter(server.recorded.seen[before_seen:]) == Counter(
         {templates.answer(p): REQUESTS_PER_PROMPT for p in new_prompts})
-    metrics = json.loads((resumed / METRICS).read_text())
+    metrics = json.loads((resumed / RUNTIME).read_text())
     assert metrics["cache_misses"] == len(new_prompts) * REQUESTS_PER_PROMPT
     assert metrics["cache_hits"] == NUM_PROMPTS * REQUESTS_PER_PROMPT
     grown_frame = read_artifact(resumed / CANDIDATES, Candidates)
