@@ -9,7 +9,7 @@ Both return `(text, ParsedFeedback)` per pair, in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, Sequence
 
 import polars as pl
@@ -60,14 +60,8 @@ class OracleCritic:
         for p, r in zip(prompts, responses):
             verdict = oracle.check_text(p, r)
             parsed = parse_check(verdict.feedback)
-            out.append((verdict.feedback, _with_refinement(parsed, verdict.refinement)))
+            out.append((verdict.feedback, replace(parsed, refinement=verdict.refinement)))
         return out
-
-
-def _with_refinement(parsed: ParsedFeedback, refinement: str) -> ParsedFeedback:
-    from dataclasses import replace
-
-    return replace(parsed, refinement=refinement)
 
 
 def feedback_frame(

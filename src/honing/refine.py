@@ -58,18 +58,17 @@ def corrected_prefix(response: str, fb: ParsedFeedback) -> str | None:
 
 
 def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet):
-    """Requests for the rows that can be refined; the rest get a stop reason."""
+    """Requests for the rows that can be refined (rows the feedback does not apply to
+    get none and stop refining; a fixed answer line needs no model call)."""
     params = SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
-    requests, targets, prefixes, stopped = [], [], [], {}
+    requests, targets, prefixes = [], [], []
     for i, row in enumerate(rows):
         if cfg.mode == "continue":
             fb = parse_feedback(row["feedback"], cfg.feedback_format)
             prefix = corrected_prefix(row["response"], fb)
-            if prefix is None:
-                stopped[i] = "feedback does not point at a step of this answer"
+            if prefix is None:  # the feedback does not point at a step of this answer
                 continue
-            if prefix.endswith(f"Answer : {fb.recomputed}") and fb.quoted is None:
-                stopped[i] = None  # nothing left to continue: the fix is the whole refinement
+            if fb.quoted is None:  # the answer line was fixed: nothing left to continue
                 row["_refined"] = prefix
                 continue
             messages = (user(templates.answer(row["prompt"])), assistant(prefix))
@@ -81,7 +80,7 @@ def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet):
             requests.append(ChatRequest(messages, params, template_version=templates.version("refine")))
             prefixes.append("")
         targets.append(i)
-    return requests, targets, prefixes, stopped
+    return requests, targets, prefixes
 
 
 def refine_rounds(
@@ -108,7 +107,7 @@ def refine_rounds(
         if cfg.mode == "critic":
             refined = [_critic_refinement(r, cfg) for r in active]
         else:
-            requests, targets, prefixes, _ = _refine_requests(active, cfg, templates)
+            requests, targets, prefixes = _refine_requests(active, cfg, templates)
             refined = [r.pop("_refined", None) for r in active]
             results = policy.call(requests, f"refine round {rnd}") if requests else []
             for i, prefix, res in zip(targets, prefixes, results):
