@@ -1,16 +1,16 @@
 """evaluate@<checkpoint>: held-out accuracy, directly and with online self-refinement,
 after each refinement round."""
 
-from honing.critique import make_critic
 from honing.evaluate import EvaluateConfig, evaluate
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
 from honing.stage import (
     StageError,
+    critic_metrics,
     load_params,
     main,
     make_role,
-    run_budget,
+    make_stage_critic,
     stage_params,
     to_config,
     write_metrics,
@@ -31,11 +31,11 @@ def run(argv: list[str]) -> None:
     templates = PromptSet(params["templates"])
     prompts = read_artifact("data/prepare/eval.parquet", Prompts)
     policy = make_role("policy", params, model=checkpoints[name])
-    critic = make_critic(critic_spec, policy=policy, budget_usd=run_budget(params), templates=templates,
-                         feedback_format=params["feedback_format"])
+    critic = make_stage_critic(params, critic_spec, policy)
     rows, metrics = evaluate(prompts, policy, critic, templates, cfg, name)
     write_artifact(rows, f"data/{name}/evaluate/rows.parquet", EvaluationRows)
-    write_metrics(f"metrics/evaluate/{name}.json", {**metrics, "calls": policy.metrics()})
+    write_metrics(f"metrics/evaluate/{name}.json", {**metrics, "calls": policy.metrics(),
+                                                         **critic_metrics(critic, policy)})
 
 
 if __name__ == "__main__":

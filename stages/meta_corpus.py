@@ -1,15 +1,15 @@
 """meta_corpus: the base policy answers the meta prompts; the strong critic writes
 feedback and a refinement for each answer."""
 
-from honing.critique import make_critic
 from honing.io import read_artifact, write_artifact
 from honing.meta_corpus import MetaCorpusConfig, build_meta_corpus
 from honing.prompts import PromptSet
 from honing.stage import (
+    critic_metrics,
     load_params,
     main,
     make_role,
-    run_budget,
+    make_stage_critic,
     stage_params,
     to_config,
     write_metrics,
@@ -25,8 +25,7 @@ def run(argv: list[str]) -> None:
     templates = PromptSet(params["templates"])
     prompts = read_artifact("data/prepare/meta.parquet", Prompts)
     policy = make_role("policy", params, model="data/base/model")
-    critic = make_critic(params["critic"], policy=policy, budget_usd=run_budget(params), templates=templates,
-                         feedback_format=params["feedback_format"])
+    critic = make_stage_critic(params, params["critic"], policy)
     corpus, quarantine = build_meta_corpus(prompts, policy, critic, templates, cfg)
     write_artifact(corpus, "data/meta_corpus/corpus.parquet", MetaCorpus)
     write_artifact(quarantine, "data/meta_corpus/quarantine.parquet", Quarantine, id_column=None)
@@ -36,6 +35,7 @@ def run(argv: list[str]) -> None:
         "quarantined_unparseable_feedback": quarantine.height,
         "by_source_and_verdict": {f"{s}/{v}": n for s, v, n in counts.iter_rows()},
         "policy_calls": policy.metrics(),
+        **critic_metrics(critic, policy),
         "critic": critic.name,
     })
 

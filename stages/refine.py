@@ -2,16 +2,16 @@
 
 import polars as pl
 
-from honing.critique import make_critic
 from honing.io import read_artifact, write_artifact
 from honing.prompts import PromptSet
 from honing.refine import RefineConfig, refine_rounds
 from honing.stage import (
+    critic_metrics,
     iteration_init,
     load_params,
     main,
     make_role,
-    run_budget,
+    make_stage_critic,
     stage_params,
     to_config,
     write_metrics,
@@ -32,8 +32,7 @@ def run(argv: list[str]) -> None:
     rows = feedback.join(candidates.select("id", "prompt", "model"), on="id", how="left", maintain_order="left")
     templates = PromptSet(params["templates"])
     policy = make_role("policy", params, model=iteration_init(params, iteration))
-    critic = make_critic(critic_spec, policy=policy, budget_usd=run_budget(params), templates=templates,
-                         feedback_format=params["feedback_format"])
+    critic = make_stage_critic(params, critic_spec, policy)
     refinements = refine_rounds(rows, policy, critic, templates, cfg, iteration)
     write_artifact(refinements, f"data/{iteration}/refine/refinements.parquet", Refinements)
     per_round = refinements.group_by("round").agg(
@@ -43,6 +42,7 @@ def run(argv: list[str]) -> None:
         "rows_per_round": per_round["rows"].to_list(),
         "judged_correct_per_round": per_round["judged_correct"].to_list(),
         **policy.metrics(),
+        **critic_metrics(critic, policy),
     })
 
 

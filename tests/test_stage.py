@@ -49,3 +49,16 @@ def test_run_budget_subtracts_what_finished_stages_spent(tmp_path, monkeypatch):
     assert run_budget({"max_cost_usd": 2.0}) == pytest.approx(0.25)
     assert run_budget({"max_cost_usd": 1.0}) == 0.0
     assert run_budget({}) is None
+
+
+def test_critic_calls_reach_metrics_only_for_a_critic_with_its_own_model():
+    from types import SimpleNamespace
+
+    from honing.critique import OracleCritic
+    from honing.stage import critic_metrics
+
+    policy = SimpleNamespace(metrics=lambda: {"cost_usd": 0.0})
+    served = SimpleNamespace(role=SimpleNamespace(metrics=lambda: {"cost_usd": 1.5}))
+    assert critic_metrics(served, policy) == {"critic_calls": {"cost_usd": 1.5}}
+    assert critic_metrics(SimpleNamespace(role=policy), policy) == {}  # self-feedback
+    assert critic_metrics(OracleCritic(), policy) == {}

@@ -161,3 +161,21 @@ def make_role(name: str, params: Mapping[str, Any], model: str | None = None):
     if spec.get("backend") == "openai" and spec.get("model"):
         model = None
     return Role.from_params(name, spec, model=model, budget_usd=run_budget(params))
+
+
+def make_stage_critic(params: Mapping[str, Any], spec: Mapping[str, Any], policy, max_tokens: int = 256):
+    """The critic `spec` names (self, oracle, or a backend block), with the preset's
+    templates and feedback format and what is left of the run's budget."""
+    from honing.critique import make_critic
+    from honing.prompts import PromptSet
+
+    return make_critic(dict(spec), policy=policy, templates=PromptSet(params["templates"]),
+                       feedback_format=params["feedback_format"], max_tokens=max_tokens,
+                       budget_usd=run_budget(params))
+
+
+def critic_metrics(critic, policy) -> dict[str, Any]:
+    """The calls of a critic with a model of its own (a served or hosted critic), so
+    that its tokens and cost reach the stage's metrics beside the policy's."""
+    role = getattr(critic, "role", None)
+    return {} if role is None or role is policy else {"critic_calls": role.metrics()}
