@@ -26,4 +26,4 @@ test-vllm:
 	bash .ci/vllm-tests
 
 clean:
-	rm -rf data/prepare data/base data/meta_corpus data/train_meta data/it* metrics plots
+	rm -rf data/prepare data/base data/meta_corpus data/train_meta data/it* metrics plots runtime

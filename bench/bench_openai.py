@@ -25,10 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from honing.backends.base import ChatRequest, SamplingParams
-from honing.backends.openai_backend import OpenAIBackend
-from honing.cache import RequestCache
-from honing.calls import run_requests
+from honing.calls.backends.base import ChatRequest, SamplingParams
+from honing.calls.backends.openai_backend import OpenAIBackend
+from honing.calls.cache import RequestCache
+from honing.calls.runner import run_requests
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS = {"curator": ROOT / "bench/peers/curator_peer.py", "distilabel": ROOT / "bench/peers/distilabel_peer.py"}

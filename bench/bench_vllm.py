@@ -3,7 +3,7 @@
     .venv-vllm/bin/python bench/bench_vllm.py [--prompts 256] [--n 2] [--max-tokens 64]
         [--hidden-size 64 --layers 3] [--hf-threads 1]
 
-On an untrained tiny model (built here with `honing.tinymodel.save_untrained`, with
+On an untrained tiny model (built here with `honing.micro.tinymodel.save_untrained`, with
 head size 32: vLLM's CPU attention has no kernel for the default tiny model's 16),
 the same chat prompts and sampling params go through:
 
@@ -34,9 +34,9 @@ from pathlib import Path
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default wants far more than CI has
 
-from honing.backends.base import ChatRequest, SamplingParams  # noqa: E402
-from honing.tinymodel import TinyModelConfig, save_untrained  # noqa: E402
-from honing.world import vocabulary  # noqa: E402
+from honing.calls.backends.base import ChatRequest, SamplingParams  # noqa: E402
+from honing.micro.tinymodel import TinyModelConfig, save_untrained  # noqa: E402
+from honing.micro.world import vocabulary  # noqa: E402
 
 
 def make_requests(count: int, n: int, max_tokens: int) -> list[ChatRequest]:
@@ -54,7 +54,7 @@ def make_requests(count: int, n: int, max_tokens: int) -> list[ChatRequest]:
 def bench_transformers(model: Path, requests: list[ChatRequest], batch_size: int, threads: int, repeats: int):
     import torch
 
-    from honing.backends.transformers_backend import TransformersBackend
+    from honing.calls.backends.transformers_backend import TransformersBackend
 
     torch.set_num_threads(threads)
     backend = TransformersBackend(str(model), batch_size=batch_size)
@@ -74,7 +74,7 @@ def bench_transformers(model: Path, requests: list[ChatRequest], batch_size: int
 def bench_vllm(model: Path, requests: list[ChatRequest], repeats: int, enforce_eager: bool):
     import vllm
 
-    from honing.backends.vllm_backend import VLLMBackend
+    from honing.calls.backends.vllm_backend import VLLMBackend
 
     class EveryTokenVLLMBackend(VLLMBackend):
         """The backend, with ignore_eos so that lengths are fixed (the interface has no such knob)."""

@@ -2,44 +2,8 @@
 
 Every artifact row has a stable string `id` (unique) and provenance
 (`source`, or `iteration` with the producing model). Validate with
-`honing.validation.validate`, read and write with `honing.io`.
+`honing.artifacts.validation.validate`, read and write with `honing.artifacts.io`.
+
+This file imports nothing, so a stage that reads one artifact depends on that
+artifact's schema module alone; `schemas.registry` names them all.
 """
-
-from schemas.candidates import Candidates
-from schemas.evaluation import EvaluationRows
-from schemas.feedback import Feedback
-from schemas.filtered import Filtered
-from schemas.meta_corpus import MetaCorpus
-from schemas.pairs import PreferencePairs
-from schemas.prompts import Prompts
-from schemas.quarantine import Quarantine
-from schemas.refinements import Refinements
-from schemas.sft import SFTRecords
-
-# artifact name (its module) -> schema
-ARTIFACTS = {
-    "prompts": Prompts,
-    "meta_corpus": MetaCorpus,
-    "candidates": Candidates,
-    "feedback": Feedback,
-    "refinements": Refinements,
-    "filtered": Filtered,
-    "sft": SFTRecords,
-    "pairs": PreferencePairs,
-    "evaluation": EvaluationRows,
-    "quarantine": Quarantine,
-}
-
-__all__ = [
-    "ARTIFACTS",
-    "Candidates",
-    "EvaluationRows",
-    "Feedback",
-    "Filtered",
-    "MetaCorpus",
-    "PreferencePairs",
-    "Prompts",
-    "Quarantine",
-    "Refinements",
-    "SFTRecords",
-]

@@ -8,7 +8,15 @@ from typing import Annotated
 import pandera.polars as pa
 import polars as pl
 
-from schemas._common import COMPLETION_ROLES, ID, MESSAGE, PROMPT_ROLES, REF, TEXT, conversation_ok
+from schemas._common import (
+    COMPLETION_ROLES,
+    ID,
+    MESSAGE,
+    PROMPT_ROLES,
+    REF,
+    TEXT,
+    conversation_ok,
+)
 
 
 class PreferencePairs(pa.DataFrameModel):

@@ -3,18 +3,19 @@ a Hub model name or a local checkpoint folder, saved as the pipeline's base."""
 
 from pathlib import Path
 
-from honing.plots import write_csv
-from honing.pretrain import PretrainConfig, pretrain, save_pretrained_copy
+from honing.method.prompts import PromptSet
+from honing.micro.pretrain import PretrainConfig, pretrain, save_pretrained_copy
 from honing.progress import StepProgress
-from honing.prompts import PromptSet
-from honing.stage import load_params, main, stage_params, to_config, write_metrics
+from stages._outputs import write_csv, write_metrics
+from stages._params import load_params, main, stage_block, to_config
 
 OUT = Path("data/base/model")
+RUNTIME_KEYS = ("seconds", "tokens_per_second")
 
 
 def run(argv: list[str]) -> None:
-    params = load_params()
-    block = stage_params("base", params=params)
+    params = load_params("base")
+    block = stage_block(params, "base")
     source = block.pop("source", "micro")
     if source != "micro":
         write_metrics("metrics/base.json", save_pretrained_copy(source, OUT))
@@ -23,7 +24,9 @@ def run(argv: list[str]) -> None:
     cfg = to_config(PretrainConfig, block, "base")
     with StepProgress("base pretraining") as progress:
         result = pretrain(OUT, cfg, PromptSet(params["templates"]), progress=progress)
-    write_metrics("metrics/base.json", result["metrics"])
+    metrics = {k: v for k, v in result["metrics"].items() if k not in RUNTIME_KEYS}
+    runtime = {k: v for k, v in result["metrics"].items() if k in RUNTIME_KEYS}
+    write_metrics("metrics/base.json", metrics, runtime)
     write_csv("plots/base/loss.csv", result["curve"])
 
 

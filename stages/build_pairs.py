@@ -1,18 +1,21 @@
 """build_pairs@<iteration>: chosen = best, rejected = worst answer per prompt."""
 
-from honing.io import read_artifact, write_artifact
-from honing.pairs import PairsConfig, build_pairs
-from honing.prompts import PromptSet
-from honing.stage import load_params, main, stage_params, to_config, write_metrics
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.method.pairs import PairsConfig, build_pairs
+from honing.method.prompts import PromptSet
 from schemas.pairs import PreferencePairs
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
+from stages._outputs import write_metrics
+from stages._params import load_params, main, stage_block, to_config
+
+STAGE = "build_pairs"
 
 
 def run(argv: list[str]) -> None:
     (iteration,) = argv
-    params = load_params()
-    cfg = to_config(PairsConfig, stage_params("build_pairs", iteration, params), "build_pairs")
+    params = load_params(STAGE, iteration)
+    cfg = to_config(PairsConfig, stage_block(params, STAGE, iteration), STAGE)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
     pairs = build_pairs(refinements, prompts, PromptSet(params["templates"]), cfg, iteration)

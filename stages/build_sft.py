@@ -1,26 +1,29 @@
 """build_sft@<iteration>: SFT records (TRL prompt/completion) from the kept answers."""
 
-from honing.io import read_artifact, write_artifact
-from honing.prompts import PromptSet
-from honing.sft import BuildSFTConfig, iteration_records
-from honing.stage import load_params, main, stage_params, to_config, write_metrics
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.method.prompts import PromptSet
+from honing.method.sft import BuildSFTConfig, iteration_records
 from schemas.filtered import Filtered
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
 from schemas.sft import SFTRecords
+from stages._outputs import write_metrics
+from stages._params import load_params, main, stage_block, to_config
+
+STAGE = "build_sft"
 
 
 def run(argv: list[str]) -> None:
     (iteration,) = argv
-    params = load_params()
-    cfg = to_config(BuildSFTConfig, stage_params("build_sft", iteration, params), "build_sft")
+    params = load_params(STAGE, iteration)
+    cfg = to_config(BuildSFTConfig, stage_block(params, STAGE, iteration), STAGE)
     filtered = read_artifact(f"data/{iteration}/filter/filtered.parquet", Filtered)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
     records = iteration_records(filtered, refinements, prompts, PromptSet(params["templates"]), cfg, iteration)
     write_artifact(records, f"data/{iteration}/build_sft/sft.parquet", SFTRecords)
-    write_metrics(f"metrics/{iteration}/build_sft.json",
-               {"records": records.height, "by_kind": dict(records.group_by("kind").len().sort("kind").iter_rows())})
+    by_kind = dict(records.group_by("kind").len().sort("kind").iter_rows())
+    write_metrics(f"metrics/{iteration}/build_sft.json", {"records": records.height, "by_kind": by_kind})
 
 
 if __name__ == "__main__":

@@ -2,19 +2,25 @@
 rules on each candidate's final answer. Every row is kept in the output with its
 reason; `kept` says which ones go on."""
 
-from honing.filters import FilterConfig, filter_answers, filter_metrics
-from honing.io import read_artifact, write_artifact
-from honing.refine import final_answers
-from honing.stage import load_params, main, stage_params, to_config, write_metrics
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.method.filters import (
+    FilterConfig,
+    filter_answers,
+    filter_metrics,
+    final_answers,
+)
 from schemas.filtered import Filtered
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
+from stages._outputs import write_metrics
+from stages._params import load_params, main, stage_block, to_config
+
+STAGE = "filter"
 
 
 def run(argv: list[str]) -> None:
     (iteration,) = argv
-    params = load_params()
-    cfg = to_config(FilterConfig, stage_params("filter", iteration, params), "filter")
+    cfg = to_config(FilterConfig, stage_block(load_params(STAGE, iteration), STAGE, iteration), STAGE)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
     filtered = filter_answers(final_answers(refinements), prompts, cfg, iteration)

@@ -1,43 +1,39 @@
 """meta_corpus: the base policy answers the meta prompts; the strong critic writes
 feedback and a refinement for each answer."""
 
-from honing.io import read_artifact, write_artifact
-from honing.meta_corpus import MetaCorpusConfig, build_meta_corpus
-from honing.prompts import PromptSet
-from honing.stage import (
-    critic_metrics,
-    load_params,
-    main,
-    make_role,
-    make_stage_critic,
-    stage_params,
-    to_config,
-    write_metrics,
-)
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.method.meta_corpus import MetaCorpusConfig, build_meta_corpus
+from honing.method.prompts import PromptSet
 from schemas.meta_corpus import MetaCorpus
 from schemas.prompts import Prompts
 from schemas.quarantine import Quarantine
+from stages._critics import make_stage_critic
+from stages._models import call_figures, make_role
+from stages._outputs import write_metrics
+from stages._params import load_params, main, stage_block, to_config
+
+STAGE = "meta_corpus"
 
 
 def run(argv: list[str]) -> None:
-    params = load_params()
-    cfg = to_config(MetaCorpusConfig, stage_params("meta_corpus", params=params), "meta_corpus")
+    params = load_params(STAGE)
+    cfg = to_config(MetaCorpusConfig, stage_block(params, STAGE), STAGE)
     templates = PromptSet(params["templates"])
     prompts = read_artifact("data/prepare/meta.parquet", Prompts)
-    policy = make_role("policy", params, model="data/base/model")
-    critic = make_stage_critic(params, params["critic"], policy)
+    policy = make_role("policy", params, stage=STAGE, model="data/base/model")
+    critic = make_stage_critic(params, params["critic"], policy, stage=STAGE)
     corpus, quarantine = build_meta_corpus(prompts, policy, critic, templates, cfg)
     write_artifact(corpus, "data/meta_corpus/corpus.parquet", MetaCorpus)
     write_artifact(quarantine, "data/meta_corpus/quarantine.parquet", Quarantine, id_column=None)
     counts = corpus.group_by("response_source", "verdict").len().sort("response_source", "verdict")
+    calls, runtime = call_figures(policy, critic)
     write_metrics("metrics/meta_corpus.json", {
         "rows": corpus.height,
         "quarantined_unparseable_feedback": quarantine.height,
         "by_source_and_verdict": {f"{s}/{v}": n for s, v, n in counts.iter_rows()},
-        "policy_calls": policy.metrics(),
-        **critic_metrics(critic, policy),
         "critic": critic.name,
-    })
+        **calls,
+    }, runtime)
 
 
 if __name__ == "__main__":

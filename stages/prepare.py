@@ -4,27 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from honing import stage
-from honing.io import write_artifact
-from honing.prepare import PrepareConfig, prepare
+from honing.artifacts.io import write_artifact
+from honing.artifacts.prepare import PrepareConfig, prepare
 from schemas.prompts import Prompts
 from schemas.quarantine import Quarantine
+from stages._outputs import write_metrics
+from stages._params import load_params, main, stage_block, to_config
 
 OUT = Path("data/prepare")
-METRICS = Path("metrics/prepare.json")
 
 
 def run(argv: list[str]) -> None:
-    try:
-        cfg = stage.to_config(PrepareConfig, stage.stage_params("prepare"), "prepare")
-    except (TypeError, ValueError) as e:
-        raise stage.StageError(f"params.yaml `prepare`: {e}") from e
-    result = prepare(cfg)
+    cfg = to_config(PrepareConfig, stage_block(load_params("prepare"), "prepare"), "prepare")
+    result = prepare(cfg, Prompts)
     for split in ("meta", "train", "eval"):
         write_artifact(getattr(result, split), OUT / f"{split}.parquet", Prompts)
     write_artifact(result.quarantine, OUT / "quarantine.parquet", Quarantine, id_column="row_id")
-    stage.write_metrics(METRICS, result.metrics)
+    write_metrics("metrics/prepare.json", result.metrics)
 
 
 if __name__ == "__main__":
-    stage.main(run)
+    main(run)

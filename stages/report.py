@@ -4,12 +4,12 @@ short summary of where the run's results are."""
 import json
 from pathlib import Path
 
-from honing.plots import write_csv
-from honing.stage import load_params, main, write_metrics
+from stages._outputs import write_csv, write_metrics
+from stages._params import load_params, main
 
 
 def run(argv: list[str]) -> None:
-    params = load_params()
+    params = load_params("report")
     rows, rounds = [], []
     for order, name in enumerate(params["checkpoints"]):
         m = json.loads(Path(f"metrics/evaluate/{name}.json").read_text())

@@ -2,25 +2,20 @@
 
 from pathlib import Path
 
-from honing.io import read_artifact
-from honing.plots import write_csv
-from honing.stage import (
-    iteration_init,
-    load_params,
-    main,
-    stage_params,
-    to_config,
-    write_metrics,
-)
-from honing.train import TrainConfig, train
+from honing.artifacts.io import read_artifact
+from honing.method.train import TrainConfig, train
 from schemas.pairs import PreferencePairs
 from schemas.sft import SFTRecords
+from stages._outputs import write_csv, write_metrics
+from stages._params import iteration_init, load_params, main, stage_block, to_config
+
+STAGE = "train"
 
 
 def run(argv: list[str]) -> None:
     (iteration,) = argv
-    params = load_params()
-    cfg = to_config(TrainConfig, stage_params("train", iteration, params), "train")
+    params = load_params(STAGE, iteration)
+    cfg = to_config(TrainConfig, stage_block(params, STAGE, iteration), STAGE)
     sft = read_artifact(f"data/{iteration}/build_sft/sft.parquet", SFTRecords) if "sft" in cfg.method else None
     pairs = (read_artifact(f"data/{iteration}/build_pairs/pairs.parquet", PreferencePairs)
              if "dpo" in cfg.method else None)

@@ -1,22 +1,23 @@
 """train_meta: SFT on the meta-skill corpus (prompt + response → feedback, prompt →
 refinement) from the base model, through TRL."""
 
-
-from honing.io import read_artifact, write_artifact
-from honing.plots import write_csv
-from honing.prompts import PromptSet
-from honing.sft import MetaRecordsConfig, meta_records
-from honing.stage import load_params, main, stage_params, to_config, write_metrics
-from honing.train import TrainConfig, train
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.method.prompts import PromptSet
+from honing.method.sft import MetaRecordsConfig, meta_records
+from honing.method.train import TrainConfig, train
 from schemas.meta_corpus import MetaCorpus
 from schemas.sft import SFTRecords
+from stages._outputs import write_csv, write_metrics
+from stages._params import load_params, main, stage_block, to_config
+
+STAGE = "train_meta"
 
 
 def run(argv: list[str]) -> None:
-    params = load_params()
-    block = stage_params("train_meta", params=params)
+    params = load_params(STAGE)
+    block = stage_block(params, STAGE)
     records_cfg = to_config(MetaRecordsConfig, block.pop("records", {}), "train_meta.records")
-    cfg = to_config(TrainConfig, block, "train_meta")
+    cfg = to_config(TrainConfig, block, STAGE)
     corpus = read_artifact("data/meta_corpus/corpus.parquet", MetaCorpus)
     records = meta_records(corpus, PromptSet(params["templates"]), records_cfg)
     write_artifact(records, "data/train_meta/sft.parquet", SFTRecords)

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from honing.backends.base import ChatRequest, ChatResult, Completion, SamplingParams
-from honing.cache import RequestCache, default_cache_path
+from honing.calls.backends.base import (
+    ChatRequest,
+    ChatResult,
+    Completion,
+    SamplingParams,
+)
+from honing.calls.cache import RequestCache, default_cache_path
 
 
 def result(text: str, model: str = "m") -> ChatResult:

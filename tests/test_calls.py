@@ -14,11 +14,11 @@ from collections import Counter
 
 import pytest
 
-from honing.backends.base import BackendError, ChatRequest, ChatResult, Completion
-from honing.backends.openai_backend import OpenAIBackend
-from honing.cache import RequestCache
-from honing.calls import Budget, BudgetExceeded, CallStats, Pricing, run_requests
-from honing.server import ChatServer
+from honing.calls.backends.base import BackendError, ChatRequest, ChatResult, Completion
+from honing.calls.backends.openai_backend import OpenAIBackend
+from honing.calls.cache import RequestCache
+from honing.calls.runner import Budget, BudgetExceeded, CallStats, Pricing, run_requests
+from honing.calls.server import ChatServer
 
 
 def ask(text: str) -> ChatRequest:
@@ -77,12 +77,12 @@ def test_without_a_cache_everything_is_sent_each_time():
     assert backend.sent == [["x"], ["x"]]
 
 
-def test_metrics_are_flat_with_retries_by_kind():
+def test_data_figures_and_runtime_figures_are_apart_with_retries_by_kind():
     stats = CallStats(requests=3, cache_hits=1, cache_misses=2, cost_usd=0.12345678,
                       retries={"timeout": 2, "rate_limit": 1}, seconds=1.23456,
                       data_prompt_tokens=30, data_completion_tokens=15, data_cost_usd=0.2)
-    assert stats.to_metrics() == {
-        "requests": 3, "prompt_tokens": 30, "completion_tokens": 15, "cost_usd": 0.2,
+    assert stats.to_metrics() == {"requests": 3, "prompt_tokens": 30, "completion_tokens": 15, "cost_usd": 0.2}
+    assert stats.to_runtime() == {
         "cache_hits": 1, "cache_misses": 2, "cache_bytes_written": 0, "new_prompt_tokens": 0,
         "new_completion_tokens": 0, "spent_usd": 0.123457, "seconds": 1.235, "retries": 3,
         "retries_rate_limit": 1, "retries_timeout": 2}
@@ -200,10 +200,10 @@ def test_growing_the_pool_sends_only_new_prompts_and_reordering_sends_none(tmp_p
 
 DRIVER = textwrap.dedent("""
     import json, sys
-    from honing.backends.base import ChatRequest
-    from honing.backends.openai_backend import OpenAIBackend
-    from honing.cache import RequestCache
-    from honing.calls import run_requests
+    from honing.calls.backends.base import ChatRequest
+    from honing.calls.backends.openai_backend import OpenAIBackend
+    from honing.calls.cache import RequestCache
+    from honing.calls.runner import run_requests
 
     url, cache_path, out_path, count = sys.argv[1:5]
     requests = [ChatRequest(messages=({"role": "user", "content": f"item {i}"},)) for i in range(int(count))]

@@ -11,9 +11,9 @@ from importlib.metadata import entry_points
 
 import pytest
 
-from honing.backends.base import ChatRequest, ChatResult, Completion
-from honing.backends.openai_backend import OpenAIBackend
-from honing.cache import RequestCache
+from honing.calls.backends.base import ChatRequest, ChatResult, Completion
+from honing.calls.backends.openai_backend import OpenAIBackend
+from honing.calls.cache import RequestCache
 from honing.cli import main
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from honing.feedback import parse_check, parse_feedback, parse_srt
+from honing.method.feedback import parse_check, parse_feedback, parse_srt
 
 WRONG = ("Step 1 : 39 + 3 : ones 9 + 3 = 12 carry 1 ; tens 3 + 1 = 4 ; gives 42 ; claims 42 ok ; "
          "Step 2 : 42 - 5 : ones 12 - 5 = 7 borrow 1 ; tens 4 - 1 = 3 ; gives 37 ; claims 47 no ; "

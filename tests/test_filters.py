@@ -1,6 +1,12 @@
 import polars as pl
 
-from honing.filters import FilterConfig, extract_answer, filter_answers, filter_metrics, rule_correct
+from honing.method.filters import (
+    FilterConfig,
+    extract_answer,
+    filter_answers,
+    filter_metrics,
+    rule_correct,
+)
 
 
 def test_extract_answer():

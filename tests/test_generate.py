@@ -1,6 +1,6 @@
 import polars as pl
 
-from honing.generate import request_seed, select_prompts
+from honing.method.generate import request_seed, select_prompts
 
 
 def pool(n):

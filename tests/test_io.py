@@ -10,9 +10,9 @@ import sys
 import polars as pl
 import pytest
 
-from honing.io import read_artifact, read_pool, write_artifact, write_jsonl
-from honing.validation import ArtifactError
-from schemas import Prompts, SFTRecords
+from honing.artifacts.io import read_artifact, read_pool, write_artifact, write_jsonl
+from honing.artifacts.validation import ArtifactError
+from schemas.registry import Prompts, SFTRecords
 
 
 def prompts(n: int = 4) -> pl.DataFrame:
@@ -141,8 +141,8 @@ def test_same_bytes_across_processes(tmp_path):
     """Another interpreter (another hash seed) writes the same bytes."""
     code = SFT_FRAME + (
         "import sys\n"
-        "from honing.io import write_artifact\n"
-        "from schemas import SFTRecords\n"
+        "from honing.artifacts.io import write_artifact\n"
+        "from schemas.registry import SFTRecords\n"
         "write_artifact(df, sys.argv[1], SFTRecords)\n"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.parquet")], check=True,

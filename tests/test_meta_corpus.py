@@ -3,14 +3,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from honing import tinymodel
-from honing.critique import OracleCritic
-from honing.feedback import unparsed
-from honing.meta_corpus import MetaCorpusConfig, build_meta_corpus
-from honing.prepare import PrepareConfig, prepare
-from honing.prompts import PromptSet
-from honing.roles import Role
+from honing.artifacts.prepare import PrepareConfig, prepare
+from honing.calls.roles import Role
+from honing.method.critique import OracleCritic
+from honing.method.feedback import unparsed
+from honing.method.meta_corpus import MetaCorpusConfig, build_meta_corpus
+from honing.method.prompts import PromptSet
+from honing.micro import tinymodel
 from schemas.meta_corpus import MetaCorpus
+from schemas.prompts import Prompts
 from schemas.quarantine import Quarantine
 
 TEMPLATES = PromptSet(Path(__file__).parents[1] / "prompts" / "micro")
@@ -35,7 +36,7 @@ def policy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def meta_prompts():
-    return prepare(PrepareConfig(n_meta=6, n_train=1, n_eval=1, decontaminate_ngram=0)).meta
+    return prepare(PrepareConfig(n_meta=6, n_train=1, n_eval=1, decontaminate_ngram=0), Prompts).meta
 
 
 def test_corpus_rows_by_source_with_oracle_feedback(policy, meta_prompts):

@@ -8,12 +8,16 @@ import time
 
 import pytest
 
-from honing.backends import make_backend
-from honing.backends.base import BackendError, ChatRequest, SamplingParams
-from honing.backends.openai_backend import OpenAIBackend, parse_reset, retry_after_s
-from honing.cache import RequestCache
-from honing.calls import run_requests
-from honing.server import FAULT_KINDS, ChatServer
+from honing.calls.backends import make_backend
+from honing.calls.backends.base import BackendError, ChatRequest, SamplingParams
+from honing.calls.backends.openai_backend import (
+    OpenAIBackend,
+    parse_reset,
+    retry_after_s,
+)
+from honing.calls.cache import RequestCache
+from honing.calls.runner import run_requests
+from honing.calls.server import FAULT_KINDS, ChatServer
 
 # What the backend calls each injected fault when it retries it.
 RETRY_KIND_OF_FAULT = {"rate_limit": "rate_limit", "server_error": "server_error", "slow": "timeout",
@@ -52,7 +56,7 @@ def test_ten_percent_of_every_fault_every_row_correct_retries_counted_by_kind(tm
         for fault, kind in RETRY_KIND_OF_FAULT.items():
             if kind != "timeout":
                 assert stats.retries[kind] <= outcomes[fault], kind
-    metrics = stats.to_metrics()
+    metrics = stats.to_runtime()
     assert metrics["retries"] == sum(stats.retries.values()) == sum(backend.retry_counts.values())
     assert metrics["retries_no_choices"] == stats.retries["no_choices"] > 0
 

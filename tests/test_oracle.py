@@ -1,7 +1,7 @@
 import random
 
-from honing import oracle, world
-from honing.feedback import parse_check
+from honing.method.feedback import parse_check
+from honing.micro import oracle, world
 
 P = world.Problem(39, (("+", 3), ("-", 5)), "Ann has 39 coins . Ann gets 3 more . Ann loses 5 . How many coins now ?")
 

@@ -2,9 +2,14 @@ from pathlib import Path
 
 import polars as pl
 
-from honing.pairs import PairsConfig, build_pairs
-from honing.prompts import PromptSet
-from honing.sft import BuildSFTConfig, MetaRecordsConfig, iteration_records, meta_records
+from honing.method.pairs import PairsConfig, build_pairs
+from honing.method.prompts import PromptSet
+from honing.method.sft import (
+    BuildSFTConfig,
+    MetaRecordsConfig,
+    iteration_records,
+    meta_records,
+)
 
 TEMPLATES = PromptSet(Path(__file__).parents[1] / "prompts" / "micro")
 PROMPTS = pl.DataFrame({"id": ["p1", "p2"], "prompt": ["q1", "q2"], "answer": ["7", "5"]})

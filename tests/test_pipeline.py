@@ -28,8 +28,8 @@ import pytest
 import yaml
 from conftest import copy_project, subprocess_env
 
-from honing.io import read_artifact
-from schemas import (
+from honing.artifacts.io import read_artifact
+from schemas.registry import (
     Candidates,
     EvaluationRows,
     Feedback,
@@ -317,7 +317,7 @@ def prepared(tmp_path_factory) -> pl.DataFrame:
     root = tmp_path_factory.mktemp("prepared")
     repo = copy_project(root / "repo")
     write_reduced_params(repo)
-    run(repo, sys.executable, "stages/prepare.py", env=subprocess_env(root / "cache"))
+    run(repo, sys.executable, "-m", "stages.prepare", env=subprocess_env(root / "cache"))
     return pl.read_parquet(repo / "data/prepare/train.parquet")
 
 
@@ -348,7 +348,7 @@ def test_corrupt_prompt_pool_stops_generate_with_one_clear_message(prepared, tmp
     target.parent.mkdir(parents=True)
     bad.write_parquet(target)
 
-    result = run(repo, sys.executable, "stages/generate.py", "it1", env=subprocess_env(tmp_path / "cache"),
+    result = run(repo, sys.executable, "-m", "stages.generate", "it1", env=subprocess_env(tmp_path / "cache"),
                  check=False, timeout=300)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,10 +11,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import copy_project
 
-from honing import stage, world
-from honing.io import read_artifact, write_jsonl
-from honing.prepare import (
+from honing.artifacts.io import read_artifact, write_jsonl
+from honing.artifacts.prepare import (
     PrepareConfig,
     decontaminate,
     load_pool,
@@ -23,8 +22,9 @@ from honing.prepare import (
     prepare,
     stable_id,
 )
-from honing.validation import ArtifactError, validate
-from schemas import Prompts, Quarantine
+from honing.artifacts.validation import ArtifactError, validate
+from honing.micro import world
+from schemas.registry import Prompts, Quarantine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_config_rejects_bad_values():
 
 def test_micro_world():
     cfg = PrepareConfig(n_meta=50, n_train=120, n_eval=40, decontaminate_ngram=0, seed=3)
-    result = prepare(cfg)
+    result = prepare(cfg, Prompts)
     check_frames(result)
     m = result.metrics
     assert (m["meta"], m["train"], m["eval"]) == (50, 120, 40)
@@ -85,20 +85,20 @@ def test_micro_world():
         assert 2 <= len(world.parse_solution(row["reference"]).steps) <= 4
         assert row["source"] == "micro"
     # seeded: the same config gives the same frames, another seed others
-    again = prepare(cfg)
+    again = prepare(cfg, Prompts)
     assert again.train.equals(result.train) and again.eval.equals(result.eval)
-    assert not prepare(PrepareConfig(**{**cfg.__dict__, "seed": 4})).train.equals(result.train)
+    assert not prepare(PrepareConfig(**{**cfg.__dict__, "seed": 4}), Prompts).train.equals(result.train)
 
 
 def test_micro_steps_follow_the_config():
-    result = prepare(small(min_steps=3, max_steps=3))
+    result = prepare(small(min_steps=3, max_steps=3), Prompts)
     assert {len(world.parse_problem(p).ops) for p in result.meta["prompt"]} == {3}
 
 
 def test_micro_ngram_decontamination_is_what_exact_mode_avoids():
     cfg = small(n_meta=100, n_train=200, n_eval=200)
-    exact = prepare(cfg).metrics
-    ngram = prepare(PrepareConfig(**{**cfg.__dict__, "decontaminate_ngram": 8})).metrics
+    exact = prepare(cfg, Prompts).metrics
+    ngram = prepare(PrepareConfig(**{**cfg.__dict__, "decontaminate_ngram": 8}), Prompts).metrics
     assert exact["decontaminated"] == 0 and exact["meta"] + exact["train"] == 300
     assert ngram["decontaminated"] > 0 and ngram["meta"] + ngram["train"] < 300
     assert balanced(exact) and balanced(ngram)
@@ -128,7 +128,7 @@ def test_jsonl_pool_quarantine_and_dedupe(tmp_path):
     write_jsonl(RECORDS, path)
     with open(path, "a") as f:
         f.write("{not json\n")
-    result = prepare(small(source=str(path)))
+    result = prepare(small(source=str(path)), Prompts)
     check_frames(result)
     m = result.metrics
     assert m["rows_in"] == 13
@@ -168,7 +168,7 @@ def test_csv_pool_with_other_field_names(tmp_path):
         "solution": ["s1", None, None, None, None],
     }).write_csv(path)
     cfg = small(source=str(path), prompt_field="question", answer_field="final", reference_field="solution")
-    result = prepare(cfg)
+    result = prepare(cfg, Prompts)
     check_frames(result)
     m = result.metrics
     assert (m["rows_in"], m["duplicates"], m["quarantined"]) == (5, 1, 1)
@@ -181,8 +181,8 @@ def test_parquet_and_json_pools(tmp_path):
     records = [{"prompt": f"Problem number {i} .", "answer": str(i)} for i in range(12)]
     pl.DataFrame(records).write_parquet(tmp_path / "pool.parquet")
     (tmp_path / "pool.json").write_text(json.dumps(records))
-    a = prepare(small(source=str(tmp_path / "pool.parquet")))
-    b = prepare(small(source=str(tmp_path / "pool.json")))
+    a = prepare(small(source=str(tmp_path / "pool.parquet")), Prompts)
+    b = prepare(small(source=str(tmp_path / "pool.json")), Prompts)
     check_frames(a)
     assert a.metrics["rows_in"] == 12 and a.metrics["unused"] == 5
     assert a.train.drop("source").equals(b.train.drop("source"))  # same rows, same seeded split
@@ -192,7 +192,7 @@ def test_a_pool_without_the_prompt_field_is_an_error(tmp_path):
     write_jsonl([{"question": "a"}, {"question": "b"}], tmp_path / "p.jsonl")
     with pytest.raises(ArtifactError, match=r"no field 'prompt' in any row \(fields: question\); "
                                             r"set prepare.prompt_field"):
-        prepare(small(source=str(tmp_path / "p.jsonl")))
+        prepare(small(source=str(tmp_path / "p.jsonl")), Prompts)
 
 
 def test_unknown_source_is_an_error():
@@ -220,7 +220,7 @@ def test_hf_local_folder_of_parquet_files(tmp_path, hf_cache):
                  ).write_parquet(folder / "test-00000-of-00001.parquet")
     cfg = small(source=f"hf:{folder}", eval_source=f"hf:{folder}:test", prompt_field="question",
                 n_meta=3, n_train=4, n_eval=2)
-    result = prepare(cfg)
+    result = prepare(cfg, Prompts)
     check_frames(result)
     m = result.metrics
     assert (m["rows_in"], m["eval_rows_in"]) == (8, 2)
@@ -237,7 +237,7 @@ def test_hf_save_to_disk_and_data_file(tmp_path, hf_cache):
     pl.DataFrame(records).write_parquet(tmp_path / "file.parquet")
     frames = []
     for spec in (f"hf:{tmp_path / 'disk'}", f"hf:{tmp_path / 'dict'}:train", f"hf:{tmp_path / 'file.parquet'}"):
-        result = prepare(small(source=spec, n_meta=1, n_train=1, n_eval=1))
+        result = prepare(small(source=spec, n_meta=1, n_train=1, n_eval=1), Prompts)
         check_frames(result)
         assert result.metrics["rows_in"] == 3
         frames.append(pl.concat([result.meta, result.train, result.eval]).drop("source"))
@@ -287,7 +287,7 @@ def test_eval_source_and_decontamination_counts(tmp_path):
     write_jsonl(evals, tmp_path / "eval.jsonl")
     cfg = PrepareConfig(source=str(tmp_path / "main.jsonl"), eval_source=str(tmp_path / "eval.jsonl"),
                         n_meta=5, n_train=10, n_eval=5, decontaminate_ngram=8)
-    result = prepare(cfg)
+    result = prepare(cfg, Prompts)
     check_frames(result)
     m = result.metrics
     assert (m["rows_in"], m["eval_rows_in"], m["duplicates"], m["decontaminated"]) == (22, 3, 1, 2)
@@ -297,14 +297,14 @@ def test_eval_source_and_decontamination_counts(tmp_path):
     kept = set(result.meta["prompt"]) | set(result.train["prompt"])
     assert not any("sea and the sky" in p for p in kept)
 
-    exact = prepare(PrepareConfig(**{**cfg.__dict__, "decontaminate_ngram": 0})).metrics
+    exact = prepare(PrepareConfig(**{**cfg.__dict__, "decontaminate_ngram": 0}), Prompts).metrics
     assert exact["decontaminated"] == 1
 
 
 def test_small_pool_scales_the_splits_down(tmp_path):
     write_jsonl([{"prompt": f"Prompt {i}"} for i in range(10)], tmp_path / "p.jsonl")
     m = prepare(PrepareConfig(source=str(tmp_path / "p.jsonl"), n_meta=10, n_train=30, n_eval=10,
-                              decontaminate_ngram=0)).metrics
+                              decontaminate_ngram=0), Prompts).metrics
     assert (m["eval"], m["meta"], m["train"], m["unused"]) == (2, 2, 6, 0)
     assert balanced(m)
 
@@ -312,32 +312,32 @@ def test_small_pool_scales_the_splits_down(tmp_path):
 # ---------------------------------------------------------------- the stage script
 
 
-def run_stage(cwd: Path, params: str) -> subprocess.CompletedProcess:
-    (cwd / "params.yaml").write_text(params)
-    return subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py")], cwd=cwd,
+def stage_dir(tmp_path: Path, params: str) -> Path:
+    """A copy of the project whose params.yaml holds only `params`."""
+    root = copy_project(tmp_path / "project")
+    (root / "params.yaml").write_text(params)
+    return root
+
+
+def run_stage(cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "stages.prepare"], cwd=cwd,
                           capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
 
 
 def test_stage_writes_validated_outputs_and_metrics(tmp_path):
-    write_jsonl(RECORDS, tmp_path / "pool.jsonl")
-    done = run_stage(tmp_path, "prepare:\n  source: pool.jsonl\n  n_meta: 2\n  n_train: 3\n  n_eval: 2\n"
+    root = stage_dir(tmp_path, "prepare:\n  source: pool.jsonl\n  n_meta: 2\n  n_train: 3\n  n_eval: 2\n"
                                "  decontaminate_ngram: 0\n")
+    write_jsonl(RECORDS, root / "pool.jsonl")
+    done = run_stage(root)
     assert done.returncode == 0, done.stderr
-    out = tmp_path / "data" / "prepare"
+    out = root / "data" / "prepare"
     sizes = {s: read_artifact(out / f"{s}.parquet", Prompts).height for s in ("meta", "train", "eval")}
     quarantine = read_artifact(out / "quarantine.parquet", Quarantine, id_column="row_id")
-    metrics = json.loads((tmp_path / "metrics" / "prepare.json").read_text())
+    metrics = json.loads((root / "metrics" / "prepare.json").read_text())
     assert sizes == {s: metrics[s] for s in sizes}
     assert quarantine.height == metrics["quarantined"] == 5
     assert sorted(p.name for p in out.iterdir()) == ["eval.parquet", "meta.parquet", "quarantine.parquet",
                                                       "train.parquet"]
-
-
-def stage_module():
-    spec = importlib.util.spec_from_file_location("stage_prepare", ROOT / "stages" / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("params, error", [
@@ -345,12 +345,10 @@ def stage_module():
     ("prepare:\n  n_eval: -5\n", "error: params.yaml `prepare`: n_eval must be an integer >= 0, got -5"),
     ("prepare:\n  n_evals: 5\n", "error: params.yaml `prepare`: unknown key(s) n_evals; expected some of"),
 ])
-def test_stage_failure_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, params, error):
-    (tmp_path / "params.yaml").write_text(params)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["prepare.py"])
-    with pytest.raises(SystemExit) as exit_:
-        stage.main(stage_module().run)
-    assert exit_.value.code == 1
-    assert capsys.readouterr().err.startswith(error)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+def test_stage_failure_is_one_line_and_writes_nothing(tmp_path, params, error):
+    root = stage_dir(tmp_path, params)
+    done = run_stage(root)
+    assert done.returncode == 1
+    assert done.stderr.startswith(error), done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (root / "data").exists() and not (root / "metrics").exists()

@@ -1,6 +1,7 @@
-from honing import oracle, world
-from honing.feedback import parse_check, unparsed
-from honing.refine import corrected_prefix, final_answers
+from honing.method.feedback import parse_check, unparsed
+from honing.method.filters import final_answers
+from honing.method.refine import corrected_prefix
+from honing.micro import oracle, world
 
 P = world.Problem(39, (("+", 3), ("-", 5), ("+", 4)),
                   "Ann has 39 coins . Ann gets 3 more . Ann loses 5 . Ann finds 4 more . How many coins now ?")

@@ -28,10 +28,10 @@ import yaml
 from conftest import copy_project, subprocess_env
 from polars.testing import assert_frame_equal
 
-from honing.cache import RequestCache
-from honing.io import read_artifact, write_artifact
-from honing.prompts import PromptSet
-from honing.server import ChatServer, echo_reply
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.calls.cache import RequestCache
+from honing.calls.server import ChatServer, echo_reply
+from honing.method.prompts import PromptSet
 from schemas.candidates import Candidates
 from schemas.prompts import Prompts
 
@@ -79,7 +79,7 @@ def openai_policy(url: str, model: str = "honing-echo", **options) -> dict:
 
 
 def generate_command() -> list[str]:
-    return [sys.executable, "stages/generate.py", "it1"]
+    return [sys.executable, "-m", "stages.generate", "it1"]
 
 
 def run_generate(stage_dir: Path, key: str = KEY, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -160,7 +160,7 @@ def test_sigkill_half_way_then_rerun_repeats_only_calls_in_flight_and_growth_sen
     repeated = [prompt for prompt, n in counts.items() if n > 1]
     assert len(repeated) == answered_at_kill - cached_at_kill <= CONCURRENCY
     assert max(counts.values()) <= 2
-    metrics = json.loads((resumed / RUNTIME).read_text())
+    metrics = json.loads((resumed / RUNTIME).read_text())["calls"]
     assert (metrics["cache_hits"], metrics["cache_misses"]) == (cached_at_kill, total - cached_at_kill)
 
     # An uninterrupted run in a separate folder with a fresh cache writes the same artifact.
@@ -186,7 +186,7 @@ def test_sigkill_half_way_then_rerun_repeats_only_calls_in_flight_and_growth_sen
     templates = PromptSet(resumed / "prompts/micro")
     assert Counter(server.recorded.seen[before_seen:]) == Counter(
         {templates.answer(p): REQUESTS_PER_PROMPT for p in new_prompts})
-    metrics = json.loads((resumed / RUNTIME).read_text())
+    metrics = json.loads((resumed / RUNTIME).read_text())["calls"]
     assert metrics["cache_misses"] == len(new_prompts) * REQUESTS_PER_PROMPT
     assert metrics["cache_hits"] == NUM_PROMPTS * REQUESTS_PER_PROMPT
     grown_frame = read_artifact(resumed / CANDIDATES, Candidates)

@@ -11,10 +11,10 @@ import math
 import polars as pl
 import pytest
 
-import schemas
-from honing.io import read_artifact, write_artifact
-from honing.validation import ArtifactError, validate
-from schemas import (
+from honing.artifacts.io import read_artifact, write_artifact
+from honing.artifacts.validation import ArtifactError, validate
+from schemas import registry
+from schemas.registry import (
     Candidates,
     EvaluationRows,
     Feedback,
@@ -79,7 +79,7 @@ def failure(schema, **changes) -> str:
 
 
 def test_every_artifact_has_a_schema_module():
-    assert set(schemas.ARTIFACTS.values()) == set(VALID)
+    assert set(registry.ARTIFACTS.values()) == set(VALID)
 
 
 @pytest.mark.parametrize("schema", list(VALID), ids=lambda s: s.__name__)

@@ -11,8 +11,8 @@ import time
 import openai
 import pytest
 
-from honing.backends.base import ChatResult, Completion
-from honing.server import FAULT_KINDS, ChatServer, prompt_hash
+from honing.calls.backends.base import ChatResult, Completion
+from honing.calls.server import FAULT_KINDS, ChatServer, prompt_hash
 
 
 def post(server: ChatServer, body: dict, headers: dict | None = None) -> tuple[int, dict, bytes]:
@@ -181,10 +181,10 @@ def test_stop_frees_the_port():
 
 @pytest.mark.slow
 def test_a_local_checkpoint_served_over_http_answers_like_the_backend_itself(tmp_path):
-    transformers_backend = pytest.importorskip("honing.backends.transformers_backend")
-    from honing.backends.base import ChatRequest, SamplingParams
-    from honing.backends.openai_backend import OpenAIBackend
-    from honing.tinymodel import save_untrained
+    transformers_backend = pytest.importorskip("honing.calls.backends.transformers_backend")
+    from honing.calls.backends.base import ChatRequest, SamplingParams
+    from honing.calls.backends.openai_backend import OpenAIBackend
+    from honing.micro.tinymodel import save_untrained
 
     local = transformers_backend.TransformersBackend(str(save_untrained(tmp_path / "tiny")))
     requests = [ChatRequest(messages=({"role": "user", "content": f"Problem {i} plus 3"},),

@@ -1,23 +1,46 @@
+"""The DVC glue beside the stage scripts: params, overrides, configs, output files."""
+
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import pytest
 
-from honing.stage import (StageError, iteration_init, run_budget, spent_usd, stage_params, to_config,
-                          write_metrics)
+from stages._models import call_figures
+from stages._outputs import write_metrics
+from stages._params import (
+    StageError,
+    deep_merge,
+    iteration_init,
+    stage_block,
+    to_config,
+)
 
 PARAMS = {
     "generate": {"num_samples": 4, "seed": 0},
-    "iterations": {"it1": {"init": "data/train_meta/model"}, "it2": {"init": "x", "generate": {"seed": 7}}},
+    "train": {"method": "sft", "sft": {"learning_rate": 0.0005, "num_train_epochs": 2}},
+    "iterations": {
+        "it1": {"init": "data/train_meta/model", "generate": {}, "train": {}},
+        "it2": {"init": "x", "generate": {"seed": 7}, "train": {"sft": {"learning_rate": 0.0001}}},
+    },
 }
 
 
 def test_iteration_blocks_override_the_stage_block():
-    assert stage_params("generate", "it1", PARAMS) == {"num_samples": 4, "seed": 0}
-    assert stage_params("generate", "it2", PARAMS) == {"num_samples": 4, "seed": 7}
+    assert stage_block(PARAMS, "generate", "it1") == {"num_samples": 4, "seed": 0}
+    assert stage_block(PARAMS, "generate", "it2") == {"num_samples": 4, "seed": 7}
     assert iteration_init(PARAMS, "it1") == "data/train_meta/model"
-    with pytest.raises(StageError, match="no iteration 'it9'.*have it1, it2"):
-        stage_params("generate", "it9", PARAMS)
+    with pytest.raises(StageError, match="no iteration 'it9'"):
+        stage_block(PARAMS, "generate", "it9")
+
+
+def test_overrides_merge_deeply():
+    assert stage_block(PARAMS, "train", "it2") == {
+        "method": "sft", "sft": {"learning_rate": 0.0001, "num_train_epochs": 2}}
+    assert stage_block(PARAMS, "train", "it1") == PARAMS["train"]
+    assert deep_merge({"a": {"b": 1, "c": {"d": 2}}}, {"a": {"c": {"e": 3}}, "f": [1]}) == {
+        "a": {"b": 1, "c": {"d": 2, "e": 3}}, "f": [1]}
+    assert deep_merge({"a": {"b": 1}}, {"a": 5}) == {"a": 5}  # a value replaces a block
 
 
 @dataclass(frozen=True)
@@ -25,40 +48,37 @@ class Cfg:
     rounds: int = 1
     stop: tuple = ()
 
+    def __post_init__(self):
+        if self.rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {self.rounds}")
 
-def test_to_config_rejects_unknown_keys_and_freezes_lists():
+
+def test_to_config_rejects_unknown_keys_and_bad_values_and_freezes_lists():
     assert to_config(Cfg, {"stop": ["a"]}, "refine") == Cfg(1, ("a",))
     with pytest.raises(StageError, match="`refine`: unknown key\\(s\\) roundz; expected some of rounds, stop"):
         to_config(Cfg, {"roundz": 2}, "refine")
+    with pytest.raises(StageError, match="`refine`: rounds must be >= 0, got -1"):
+        to_config(Cfg, {"rounds": -1}, "refine")
 
 
-def test_run_dependent_figures_leave_the_metrics_file(tmp_path, monkeypatch):
+def test_runtime_figures_go_beside_the_metrics_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    write_metrics("metrics/it1/generate.json", {"rows": 3, "seconds": 1.5, "calls": {
-        "cost_usd": 0.25, "seconds": 2, "cache_hits": 4, "spent_usd": 0.1, "retries_timeout": 1}})
+    write_metrics("metrics/it1/generate.json", {"rows": 3, "calls": {"cost_usd": 0.25}},
+                  {"calls": {"seconds": 2, "spent_usd": 0.1}})
     assert json.loads((tmp_path / "metrics/it1/generate.json").read_text()) == {"rows": 3, "calls": {"cost_usd": 0.25}}
     assert json.loads((tmp_path / "runtime/it1/generate.json").read_text()) == {
-        "seconds": 1.5, "calls": {"seconds": 2, "cache_hits": 4, "spent_usd": 0.1, "retries_timeout": 1}}
+        "calls": {"seconds": 2, "spent_usd": 0.1}}
+    write_metrics("metrics/prepare.json", {"rows": 1})
+    assert not (tmp_path / "runtime/prepare.json").exists()
 
 
-def test_run_budget_subtracts_what_finished_stages_spent(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    write_metrics("metrics/meta_corpus.json", {"policy_calls": {"cost_usd": 9.0, "spent_usd": 1.25}})
-    write_metrics("metrics/it1/critique.json", {"spent_usd": 0.5})
-    assert spent_usd() == pytest.approx(1.75)
-    assert run_budget({"max_cost_usd": 2.0}) == pytest.approx(0.25)
-    assert run_budget({"max_cost_usd": 1.0}) == 0.0
-    assert run_budget({}) is None
+def test_critic_calls_reach_the_figures_only_for_a_critic_with_its_own_model():
+    from honing.method.critique import OracleCritic
 
-
-def test_critic_calls_reach_metrics_only_for_a_critic_with_its_own_model():
-    from types import SimpleNamespace
-
-    from honing.critique import OracleCritic
-    from honing.stage import critic_metrics
-
-    policy = SimpleNamespace(metrics=lambda: {"cost_usd": 0.0})
-    served = SimpleNamespace(role=SimpleNamespace(metrics=lambda: {"cost_usd": 1.5}))
-    assert critic_metrics(served, policy) == {"critic_calls": {"cost_usd": 1.5}}
-    assert critic_metrics(SimpleNamespace(role=policy), policy) == {}  # self-feedback
-    assert critic_metrics(OracleCritic(), policy) == {}
+    policy = SimpleNamespace(metrics=lambda: {"cost_usd": 0.0}, runtime=lambda: {"seconds": 1})
+    served = SimpleNamespace(role=SimpleNamespace(metrics=lambda: {"cost_usd": 1.5}, runtime=lambda: {"seconds": 2}))
+    assert call_figures(policy, served) == ({"calls": {"cost_usd": 0.0}, "critic_calls": {"cost_usd": 1.5}},
+                                            {"calls": {"seconds": 1}, "critic_calls": {"seconds": 2}})
+    assert call_figures(policy, SimpleNamespace(role=policy)) == ({"calls": {"cost_usd": 0.0}},
+                                                                  {"calls": {"seconds": 1}})
+    assert call_figures(policy, OracleCritic())[0] == {"calls": {"cost_usd": 0.0}}

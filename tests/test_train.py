@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from honing import tinymodel
-from honing.train import TrainConfig, train
+from honing.method.train import TrainConfig, train
+from honing.micro import tinymodel
 
 SFT_ARGS = {"learning_rate": 0.01, "num_train_epochs": 3, "per_device_train_batch_size": 8, "max_length": 64,
             "logging_steps": 1}

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from honing.backends import BackendError, ChatRequest, SamplingParams
-from honing.backends.transformers_backend import (
+from honing.calls.backends import BackendError, ChatRequest, SamplingParams
+from honing.calls.backends.transformers_backend import (
     TransformersBackend,
     batch_seed,
     cut_at_stop,
     model_identity,
 )
-from honing.tinymodel import save_untrained
+from honing.micro.tinymodel import save_untrained
 
 PROMPTS = [
     "Problem 3 + 4",

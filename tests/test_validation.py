@@ -7,8 +7,8 @@ import json
 import polars as pl
 import pytest
 
-from honing.validation import MAX_LINES, ArtifactError, split_valid, validate
-from schemas import Candidates, Prompts, Quarantine
+from honing.artifacts.validation import MAX_LINES, ArtifactError, split_valid, validate
+from schemas.registry import Candidates, Prompts, Quarantine
 
 PATH = "data/prepare/train.parquet"
 

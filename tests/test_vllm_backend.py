@@ -13,8 +13,8 @@ import sys
 
 import pytest
 
-from honing.backends import BackendError, ChatRequest, SamplingParams
-from honing.tinymodel import TinyModelConfig, save_untrained
+from honing.calls.backends import BackendError, ChatRequest, SamplingParams
+from honing.micro.tinymodel import TinyModelConfig, save_untrained
 
 VLLM_HEADS = TinyModelConfig(num_attention_heads=2)
 PROMPTS = [
@@ -43,7 +43,7 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(model_dir):
     pytest.importorskip("vllm")
-    from honing.backends.vllm_backend import VLLMBackend
+    from honing.calls.backends.vllm_backend import VLLMBackend
 
     # float32 like the transformers backend on CPU, so greedy outputs can be compared.
     # enforce_eager: no torch.compile warm-up (20 s on 2 cores), no faster for this model.
@@ -56,7 +56,7 @@ def engine(model_dir):
 def reference(model_dir):
     import torch
 
-    from honing.backends.transformers_backend import TransformersBackend
+    from honing.calls.backends.transformers_backend import TransformersBackend
 
     torch.set_num_threads(1)  # the engine process owns the other core
     backend = TransformersBackend(str(model_dir), batch_size=64)
@@ -152,8 +152,8 @@ def test_lora_adapter_is_applied(tmp_path_factory, model_dir, engine):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from honing.backends.transformers_backend import TransformersBackend
-    from honing.backends.vllm_backend import VLLMBackend
+    from honing.calls.backends.transformers_backend import TransformersBackend
+    from honing.calls.backends.vllm_backend import VLLMBackend
 
     # A random (not zero-initialised) adapter, so it changes the outputs.
     torch.manual_seed(0)
@@ -182,7 +182,7 @@ def test_lora_adapter_is_applied(tmp_path_factory, model_dir, engine):
 
 
 def test_without_vllm_the_error_says_how_to_install(monkeypatch, tmp_path):
-    from honing.backends.vllm_backend import VLLMBackend
+    from honing.calls.backends.vllm_backend import VLLMBackend
 
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` fail, installed or not
     with pytest.raises(BackendError, match=r"pip install 'honing\[vllm\]'"):

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from honing import world
+from honing.micro import world
 
 
 def problems(n=500, seed=0):

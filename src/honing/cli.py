@@ -11,7 +11,7 @@ import json
 import sys
 from typing import Callable
 
-from honing.backends.base import BackendError
+from honing.calls.backends.base import BackendError
 
 # name -> function(subparsers) that adds the subcommand's parser (other modules may add theirs)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
@@ -43,7 +43,7 @@ def _add_cache(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open_cache(args: argparse.Namespace):
-    from honing.cache import RequestCache
+    from honing.calls.cache import RequestCache
 
     return RequestCache(args.path)
 
@@ -82,7 +82,7 @@ def _cache_prune(args: argparse.Namespace) -> int:
 
 
 def _fault(text: str) -> tuple[str, float]:
-    from honing.server import FAULT_KINDS
+    from honing.calls.server import FAULT_KINDS
 
     kind, _, rate = text.partition("=")
     if kind not in FAULT_KINDS or not rate:
@@ -115,11 +115,11 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import os
 
-    from honing.server import ChatServer, serve_forever
+    from honing.calls.server import ChatServer, serve_forever
 
     backend = None
     if args.model:
-        from honing.backends.transformers_backend import TransformersBackend
+        from honing.calls.backends.transformers_backend import TransformersBackend
 
         backend = TransformersBackend(args.model)
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None

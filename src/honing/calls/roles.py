@@ -1,0 +1,77 @@
+"""A role (policy, critic, judge): a backend plus the request cache, prices and budget.
+
+Stages build one `Role` per role from its params block and call `role.call(...)`;
+every call goes through `honing.calls.runner.run_requests`, so it is cached by its full
+request, priced, budgeted and shown with progress. `role.metrics()` sums the calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from honing.calls.backends import Backend, ChatRequest, ChatResult, make_backend
+from honing.calls.cache import RequestCache, default_cache_path
+from honing.calls.runner import Budget, CallStats, Pricing, run_requests
+
+
+@dataclass
+class Role:
+    name: str
+    backend: Backend
+    cache: RequestCache | None = None
+    pricing: Pricing | None = None
+    budget: Budget | None = None
+    stats: list[CallStats] = field(default_factory=list)
+
+    @classmethod
+    def from_params(
+        cls, name: str, spec: Mapping[str, Any], model: str | None = None,
+        budget_usd: float | None = None, cache: RequestCache | None = None,
+    ) -> "Role":
+        spec = dict(spec)
+        price = spec.pop("price", None) or {}
+        cap = spec.pop("max_cost_usd", None)
+        cap = budget_usd if cap is None else cap
+        use_cache = spec.pop("cache", True)
+        backend = make_backend(spec, model=model)
+        if use_cache and cache is None:
+            cache = RequestCache(default_cache_path())
+        return cls(
+            name,
+            backend,
+            cache if use_cache else None,
+            Pricing(**price) if price else None,
+            Budget(cap) if cap is not None else None,
+        )
+
+    @property
+    def model_id(self) -> str:
+        return self.backend.model_id
+
+    def call(self, requests: Sequence[ChatRequest], desc: str = "") -> list[ChatResult]:
+        results, stats = run_requests(
+            self.backend, requests, cache=self.cache, pricing=self.pricing,
+            budget=self.budget, desc=desc or self.name,
+        )
+        self.stats.append(stats)
+        return results
+
+    def metrics(self) -> dict[str, Any]:
+        """Summed data-determined call figures of this role (`CallStats.to_metrics`)."""
+        return _sum(s.to_metrics() for s in self.stats)
+
+    def runtime(self) -> dict[str, Any]:
+        """Summed per-run call figures of this role (`CallStats.to_runtime`)."""
+        return _sum(s.to_runtime() for s in self.stats)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def _sum(dicts) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for d in dicts:
+        for k, v in d.items():
+            total[k] = round(total.get(k, 0) + v, 6)
+    return total
