@@ -15,13 +15,15 @@ STAGE = "train"
 def run(argv: list[str]) -> None:
     (iteration,) = argv
     params = load_params(STAGE, iteration)
-    cfg = to_config(TrainConfig, stage_block(params, STAGE, iteration), STAGE)
+    block = stage_block(params, STAGE, iteration)
+    cfg = to_config(TrainConfig, block, STAGE)
     sft = read_artifact(f"data/{iteration}/build_sft/sft.parquet", SFTRecords) if "sft" in cfg.method else None
     pairs = (read_artifact(f"data/{iteration}/build_pairs/pairs.parquet", PreferencePairs)
              if "dpo" in cfg.method else None)
     result = train(iteration_init(params, iteration), Path(f"data/{iteration}/train/model"), cfg,
                    sft_records=sft, pairs=pairs)
-    write_metrics(f"metrics/{iteration}/train.json", result["metrics"])
+    # the block as merged with the iteration's override: what this checkpoint was trained with
+    write_metrics(f"metrics/{iteration}/train.json", {**result["metrics"], "config": block})
     write_csv(f"plots/{iteration}/train_loss.csv", result["curve"], ["phase", "step", "loss"])
 
 

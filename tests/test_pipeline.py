@@ -254,21 +254,58 @@ def test_a_second_repro_runs_nothing(pipeline):
     assert json.loads(status.stdout) == {}
 
 
-def test_changing_one_iterations_param_reruns_exactly_that_iteration_downstream(pipeline):
+# One override per iteration stage, under `iterations.it2`: each must rerun that
+# stage of it2 first, then nothing but what follows it.
+OVERRIDES = {
+    "generate": {"seed": 7},
+    "critique": {"max_tokens": 63},
+    "refine": {"rounds": 2},
+    "filter": {"dedupe": False},
+    "build_sft": {"feedback_records": False},
+    "build_pairs": {"min_margin": 0.5},
+    "train": {"sft": {"learning_rate": 0.002}},  # one key of a nested block: merged deeply
+}
+REPRO_OVERRIDES = ["generate", "refine", "filter", "train"]  # the others: `dvc status` only
+
+
+def downstream(stage: str) -> set[str]:
+    """Every stage that may rerun after `stage@it2` changes its output."""
+    after = ITERATION_STAGES[ITERATION_STAGES.index(stage) + 1:]
+    return {f"{s}@it2" for s in after} | {"evaluate@it2", "report"}
+
+
+def override(repo: Path, stage: str, block: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["iterations"]["it2"][stage] = block
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.mark.parametrize("stage", list(OVERRIDES))
+def test_an_iteration_override_makes_exactly_that_stage_stale(pipeline, stage):
     repo, env = pipeline.repo, pipeline.env
     try:
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        params["iterations"]["it2"]["generate"]["seed"] = 7
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        override(repo, stage, OVERRIDES[stage])
         status = json.loads(dvc(repo, "status", "--json", env=env).stdout)
-        assert set(status) == {"generate@it2"}  # the only stage whose own params changed
-        evaluation = (repo / "metrics/evaluate/it2.json").read_text()
-        result = dvc(repo, "repro", env=env)
-        expected = [f"{s}@it2" for s in ITERATION_STAGES] + ["evaluate@it2"]
-        # report reads the evaluations: DVC reruns it only if it2's evaluation changed
-        if (repo / "metrics/evaluate/it2.json").read_text() != evaluation:
-            expected.append("report")
-        assert sorted(ran(result)) == sorted(expected)
+        assert set(status) == {f"{stage}@it2"}, status
+    finally:
+        pipeline.restore()
+
+
+@pytest.mark.parametrize("stage", REPRO_OVERRIDES)
+def test_an_iteration_override_reruns_that_stage_then_only_what_follows(pipeline, stage):
+    repo, env = pipeline.repo, pipeline.env
+    try:
+        override(repo, stage, OVERRIDES[stage])
+        reran = ran(dvc(repo, "repro", env=env))
+        assert reran[0] == f"{stage}@it2", reran
+        assert set(reran[1:]) <= downstream(stage), reran
+        if stage == "train":  # the merged block: the override's rate, every other key from `train.sft`
+            sft = json.loads((repo / "metrics/it2/train.json").read_text())["config"]["sft"]
+            assert sft == {**pipeline.params["train"]["sft"], "learning_rate": 0.002}
+        if stage == "generate":  # a new seed changes the samples: the whole iteration follows
+            assert set(reran) == {f"{s}@it2" for s in ITERATION_STAGES} | {"evaluate@it2"} | (
+                {"report"} & set(reran))
+        assert ran(dvc(repo, "repro", env=env)) == []
     finally:
         pipeline.restore()
 

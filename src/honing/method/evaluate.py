@@ -15,7 +15,7 @@ from honing.calls.backends import SamplingParams
 from honing.calls.roles import Role
 from honing.method.critique import Critic, feedback_frame
 from honing.method.filters import rule_correct
-from honing.method.generate import answer_requests
+from honing.method.generate import answer_requests, select_prompts
 from honing.method.prompts import PromptSet
 from honing.method.refine import RefineConfig, refine_rounds
 
@@ -32,8 +32,7 @@ class EvaluateConfig:
 def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: PromptSet,
              cfg: EvaluateConfig, name: str) -> tuple[pl.DataFrame, dict]:
     """Returns per-round rows (schema `EvaluationRows`) and the metrics dict."""
-    if cfg.num_prompts:
-        prompts = prompts.head(cfg.num_prompts)
+    prompts = select_prompts(prompts, cfg.num_prompts, seed=0)  # a subset stable as the pool grows
     texts = prompts["prompt"].to_list()
     greedy = SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
     results = policy.call(answer_requests(texts, templates, greedy), "evaluation answers")
