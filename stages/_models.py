@@ -2,17 +2,25 @@
 
 Only stages that make model calls import this module, so a stage that makes none
 (filter, build_sft, build_pairs, train, ...) depends on none of the model-call code.
+
+Money goes through the spend ledger beside the request cache
+(`honing.calls.ledger`): each paid answer is booked to this run, this stage and its
+role as it arrives. A role's `max_cost_usd` caps that role's spend in one stage of
+the run, failed attempts included; `max_cost_usd` at the top of params.yaml caps
+the whole run; the smaller remainder wins. The run is `$HONING_RUN`, else the
+project root's absolute path: `HONING_RUN=<name> dvc repro` starts a new budget
+period, and each queued DVC experiment (run in a temporary folder) is one of its own.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from honing.calls.ledger import SpendScope, check_cap, current_run
 from honing.calls.roles import Role
 
 PARAMS_FILE = Path("params.yaml")
@@ -23,31 +31,13 @@ def run_cap(path: Path = PARAMS_FILE) -> float | None:
     read here rather than through DVC: changing a cap changes no data, so it reruns
     nothing."""
     with open(path) as f:
-        return (yaml.safe_load(f) or {}).get("max_cost_usd")
+        value = (yaml.safe_load(f) or {}).get("max_cost_usd")
+    return check_cap(value, f"{path} `max_cost_usd`")
 
 
-def spent_usd(runtime_dir: Path = Path("runtime")) -> float:
-    """What the stages' latest runs spent on new model calls (`spent_usd` in runtime/)."""
-
-    def spent(node: Any) -> float:
-        if isinstance(node, dict):
-            return sum(v if k == "spent_usd" and isinstance(v, (int, float)) else spent(v)
-                       for k, v in node.items())
-        return 0.0
-
-    total = 0.0
-    for path in sorted(runtime_dir.rglob("*.json")) if runtime_dir.exists() else []:
-        try:
-            total += spent(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
-    return total
-
-
-def run_budget() -> float | None:
-    """What is left of the run's cap, if any."""
-    cap = run_cap()
-    return None if cap is None else max(cap - spent_usd(), 0.0)
+def spend_scope(stage: str) -> SpendScope:
+    """Where this stage process books its spend: the ledger, this run, `stage`, and the run's cap."""
+    return SpendScope(run=current_run(), stage=stage, run_max_cost_usd=run_cap())
 
 
 def make_role(name: str, params: Mapping[str, Any], *, stage: str, model: str | None = None) -> Role:
@@ -60,7 +50,7 @@ def make_role(name: str, params: Mapping[str, Any], *, stage: str, model: str | 
     spec = dict(params[name])
     if spec.get("backend") == "openai" and spec.get("model"):
         model = None
-    return Role.from_params(name, spec, model=model, budget_usd=run_budget())
+    return Role.from_params(name, spec, model=model, scope=spend_scope(stage))
 
 
 def call_figures(policy: Role, critic=None) -> tuple[dict[str, Any], dict[str, Any]]:

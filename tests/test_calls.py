@@ -17,8 +17,11 @@ import pytest
 from honing.calls.backends.base import BackendError, ChatRequest, ChatResult, Completion
 from honing.calls.backends.openai_backend import OpenAIBackend
 from honing.calls.cache import RequestCache
+from honing.calls.ledger import Account, CostSettingError, SpendLedger, SpendScope
+from honing.calls.roles import Role
 from honing.calls.runner import Budget, BudgetExceeded, CallStats, Pricing, run_requests
 from honing.calls.server import ChatServer
+from honing.errors import HoningError
 
 
 def ask(text: str) -> ChatRequest:
@@ -101,9 +104,40 @@ def test_data_figures_count_cached_answers_too(tmp_path):
 
 def test_pricing_from_a_params_block():
     assert Pricing.from_params({"input_per_mtok": 0.15, "output_per_mtok": 0.6}) == Pricing(0.15, 0.6)
+    assert Pricing.from_params({"input_per_mtok": 1}) == Pricing(1.0, 0.0)
     assert Pricing.from_params(None) == Pricing(0.0, 0.0)
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['input'\]"):
-        Pricing.from_params({"input": 1})
+
+
+@pytest.mark.parametrize("block, message", [
+    ({"input": 1}, "params.yaml `policy.price`: unknown key(s) input; expected input_per_mtok and/or "
+                   "output_per_mtok (US dollars per million tokens)"),
+    ({"input_per_mtok": "0.15"}, "params.yaml `policy.price`: input_per_mtok must be a number of US dollars "
+                                 "per million tokens, found '0.15'"),
+    ({"output_per_mtok": True}, "params.yaml `policy.price`: output_per_mtok must be a number of US dollars "
+                                "per million tokens, found True"),
+    ({"output_per_mtok": -0.6}, "params.yaml `policy.price`: output_per_mtok must be >= 0, found -0.6"),
+    (0.15, "params.yaml `policy.price`: expected a mapping of input_per_mtok and/or output_per_mtok "
+           "(US dollars per million tokens), found 0.15"),
+])
+def test_a_bad_price_block_is_one_line_naming_the_role(block, message):
+    with pytest.raises(CostSettingError) as caught:
+        Role.from_params("policy", {"backend": "openai", "model": "m", "price": block})
+    assert str(caught.value) == message
+    assert isinstance(caught.value, HoningError) and isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize("cap, message", [
+    ("20", "params.yaml `refine.critic.max_cost_usd`: expected a number of US dollars >= 0 (or null for no cap), "
+           "found '20'"),
+    (-1, "params.yaml `refine.critic.max_cost_usd`: must be >= 0 US dollars, found -1"),
+    (float("nan"), "params.yaml `refine.critic.max_cost_usd`: expected a number of US dollars >= 0 (or null for "
+                   "no cap), found nan"),
+])
+def test_a_bad_max_cost_usd_is_one_line_naming_the_role(cap, message):
+    spec = {"backend": "openai", "model": "m", "max_cost_usd": cap}
+    with pytest.raises(CostSettingError) as caught:
+        Role.from_params("critic", spec, params_path="refine.critic")
+    assert str(caught.value) == message
 
 
 def test_a_backend_that_skips_requests_is_an_error(tmp_path):
@@ -145,6 +179,103 @@ def test_a_zero_budget_sends_nothing_for_a_paid_model_and_never_stops_a_free_one
     assert backend.sent == [["a", "b"]]
 
 
+DOLLAR_AND_A_HALF = Pricing(input_per_mtok=100_000, output_per_mtok=100_000)  # ScriptedBackend: $1.50 a call
+
+
+def test_one_budget_serves_every_call_so_a_second_phase_stops_at_the_cap(tmp_path):
+    backend, cache = ScriptedBackend(), RequestCache(tmp_path / "c.sqlite")
+    budget = Budget(max_cost_usd=10.0)
+    run_requests(backend, [ask(f"g{i}") for i in range(4)], cache=cache, pricing=DOLLAR_AND_A_HALF, budget=budget)
+    assert budget.spent_usd == pytest.approx(6.0)
+    # The second phase has $4 left, not $10: two more calls, then the next would pass the cap.
+    with pytest.raises(BudgetExceeded) as caught:
+        run_requests(backend, [ask(f"s{i}") for i in range(10)], cache=cache, pricing=DOLLAR_AND_A_HALF,
+                     budget=budget)
+    assert str(caught.value) == (
+        "budget reached: spent $9.0000 of max_cost_usd $10.0000 on 6 new calls; 8 requests remain "
+        "unanswered. Raise max_cost_usd and rerun: the answers so far are cached and cost nothing again.")
+    assert cache.stats()["rows"] == 6 and budget.calls == 6
+    # A third phase is stopped before it sends anything: $1 left, $1.50 a call so far.
+    with pytest.raises(BudgetExceeded, match=r"spent \$9\.0000 of max_cost_usd \$10\.0000 on 6 new calls; "
+                                             r"3 requests remain"):
+        run_requests(backend, [ask(f"t{i}") for i in range(3)], cache=cache, pricing=DOLLAR_AND_A_HALF,
+                     budget=budget)
+    assert len(backend.sent) == 2
+
+
+def ledger_figures(message: str) -> tuple[float, float, float, int]:
+    """(stage total, run total, spent in this attempt, its calls) as a stop message reports them."""
+    match = re.search(r"spent \$(\d+\.\d{4}) in \S+ and \$(\d+\.\d{4}) in run '[^']*' \(ledger\), "
+                      r"\$(\d+\.\d{4}) of it on (\d+) new calls in this attempt", message)
+    assert match, message
+    return float(match[1]), float(match[2]), float(match[3]), int(match[4])
+
+
+def test_every_paid_answer_is_booked_once_and_cached_or_free_answers_never(tmp_path):
+    ledger = SpendLedger(tmp_path / "spend.sqlite")
+    cache = RequestCache(tmp_path / "c.sqlite")
+    budget = SpendScope("run-a", "generate@it1", ledger=ledger).budget("policy", None)
+    requests = [ask("a"), ask("b"), ask("a")]
+    run_requests(ScriptedBackend(), requests, cache=cache, pricing=DOLLAR_AND_A_HALF, budget=budget)
+    run_requests(ScriptedBackend(), requests, cache=cache, pricing=DOLLAR_AND_A_HALF, budget=budget)  # cached
+    assert ledger.total("run-a") == (pytest.approx(3.0), 2)
+    [row] = ledger.summary()
+    assert (row["stage"], row["role"], row["model"], row["prompt_tokens"], row["completion_tokens"]) == (
+        "generate@it1", "policy", "scripted:upper", 20, 10)
+    free = SpendScope("run-a", "generate@it1", ledger=ledger).budget("policy", 0.0)
+    run_requests(ScriptedBackend(), [ask("c")], cache=cache, budget=free)  # a local model: price zero
+    assert ledger.total("run-a").calls == 2
+
+
+def test_earlier_attempts_in_the_ledger_count_against_the_role_cap(tmp_path):
+    ledger = SpendLedger(tmp_path / "spend.sqlite")
+    scope = SpendScope("run-a", "generate@it1", ledger=ledger)
+    requests = [ask(f"q{i}") for i in range(10)]
+    with pytest.raises(BudgetExceeded):
+        run_requests(ScriptedBackend(), requests, cache=None, pricing=DOLLAR_AND_A_HALF,
+                     budget=scope.budget("policy", 10.0))
+    assert ledger.total("run-a") == (pytest.approx(9.0), 6)
+    # A rerun of the failed stage with the same cap sends nothing ($1 left, $1.50 a call).
+    again = ScriptedBackend()
+    with pytest.raises(BudgetExceeded) as caught:
+        run_requests(again, requests, cache=None, pricing=DOLLAR_AND_A_HALF, budget=scope.budget("policy", 10.0))
+    assert again.sent == [] and ledger_figures(str(caught.value)) == (9.0, 9.0, 0.0, 0)
+    # Another stage, or another run, has a cap of its own.
+    other = ScriptedBackend()
+    run_requests(other, requests[:4], cache=None, pricing=DOLLAR_AND_A_HALF,
+                 budget=SpendScope("run-a", "generate@it2", ledger=ledger).budget("policy", 10.0))
+    run_requests(other, requests[:4], cache=None, pricing=DOLLAR_AND_A_HALF,
+                 budget=SpendScope("run-b", "generate@it1", ledger=ledger).budget("policy", 10.0))
+    assert len(other.sent) == 2
+
+
+@pytest.mark.parametrize("role_cap, run_cap, stopped_by, paid", [
+    (100.0, 6.0, "the run's max_cost_usd $6.0000", 2),  # $3 spent earlier in the run: $3 left, two calls
+    (4.5, 100.0, "policy's max_cost_usd $4.5000 for refine@it1", 3),  # none yet in this stage: three calls
+    (4.5, 6.0, "the run's max_cost_usd $6.0000", 2),  # both apply: the smaller remainder wins
+    (3.0, 7.5, "policy's max_cost_usd $3.0000 for refine@it1", 2),
+])
+def test_role_and_run_caps_combine_and_the_smaller_remainder_wins(tmp_path, role_cap, run_cap, stopped_by, paid):
+    ledger = SpendLedger(tmp_path / "spend.sqlite")
+    ledger.record(Account("run-a", "generate@it1", "policy"), "m", "k1", 10, 5, 1.5)  # earlier stages of the run
+    ledger.record(Account("run-a", "generate@it1", "policy"), "m", "k2", 10, 5, 1.5)
+    ledger.record(Account("run-b", "refine@it1", "policy"), "m", "k3", 10, 5, 100.0)  # another run: not counted
+    backend = ScriptedBackend()
+    budget = SpendScope("run-a", "refine@it1", run_max_cost_usd=run_cap, ledger=ledger).budget("policy", role_cap)
+    with pytest.raises(BudgetExceeded) as caught:
+        run_requests(backend, [ask(f"q{i}") for i in range(10)], cache=None, pricing=DOLLAR_AND_A_HALF,
+                     budget=budget)
+    message = str(caught.value)
+    assert message.startswith(f"budget reached: {stopped_by} would be passed by policy's next call; ")
+    # The message's figures are the ledger's.
+    stage, run, spent, calls = ledger_figures(message)
+    assert stage == round(ledger.total("run-a", "refine@it1").cost_usd, 4) == pytest.approx(paid * 1.5)
+    assert run == round(ledger.total("run-a").cost_usd, 4) == pytest.approx(3.0 + paid * 1.5)
+    assert (spent, calls) == (pytest.approx(paid * 1.5), paid)
+    assert message.endswith(f"{10 - paid} requests remain unanswered. Raise max_cost_usd and rerun: the answers "
+                            "so far are cached and cost nothing again.")
+
+
 # ---- against the real server ----------------------------------------------------------
 
 
@@ -176,6 +307,23 @@ def test_budget_over_http_then_rerun_pays_no_call_twice(tmp_path):
         assert stats.cache_hits == paid and stats.cost_usd == pytest.approx(remain * 0.05)
         counts = answered(server)
         assert len(counts) == 100 and max(counts.values()) == 1, "a paid call was repeated"
+
+
+def test_over_http_the_stop_message_reports_the_ledger_after_answers_in_flight(tmp_path):
+    ledger, cache = SpendLedger(tmp_path / "spend.sqlite"), RequestCache(tmp_path / "c.sqlite")
+    pricing = Pricing(input_per_mtok=10_000, output_per_mtok=10_000)  # 5 tokens: $0.05 a call
+    scope = SpendScope("run-a", "generate@it1", ledger=ledger)
+    with ChatServer(latency_ms=10) as server:
+        backend = OpenAIBackend(server.model, base_url=server.url, max_concurrency=8)
+        with pytest.raises(BudgetExceeded) as caught:
+            run_requests(backend, [ask(f"question {i}") for i in range(100)], cache=cache, pricing=pricing,
+                         budget=scope.budget("policy", 1.0))
+        paid = sum(answered(server).values())
+    stage, run, spent, calls = ledger_figures(str(caught.value))
+    total = ledger.total("run-a")
+    assert calls == paid == total.calls == cache.stats()["rows"]  # answers in flight were booked and cached
+    assert stage == run == spent == round(total.cost_usd, 4) == pytest.approx(paid * 0.05)
+    assert 1.0 - 0.05 <= total.cost_usd <= 1.0 + 8 * 0.05  # at most the calls in flight pass the cap
 
 
 def test_growing_the_pool_sends_only_new_prompts_and_reordering_sends_none(tmp_path):

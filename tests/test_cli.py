@@ -1,4 +1,4 @@
-"""The `honing` command: cache stats/prune and serve."""
+"""The `honing` command: cache stats/prune, spend and serve."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from honing.calls.backends.base import ChatRequest, ChatResult, Completion
 from honing.calls.backends.openai_backend import OpenAIBackend
 from honing.calls.cache import RequestCache
+from honing.calls.ledger import Account, SpendLedger
 from honing.cli import main
 
 
@@ -54,6 +55,35 @@ def test_cache_prune(tmp_path, capsys):
     assert main(["cache", "--path", str(path), "prune"]) == 2
     assert "give --older-than-days N and/or --model M" in capsys.readouterr().err
     assert RequestCache(path).stats()["models"] == {"model-b": 2}
+
+
+def test_spend_per_run_and_stage_from_the_ledger(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HONING_CACHE_DIR", str(tmp_path))
+    assert main(["spend"]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'spend.sqlite'}: no spend recorded\n"
+    ledger = SpendLedger(tmp_path / "spend.sqlite")
+    for i in range(3):
+        ledger.record(Account("/work/proj", "generate@it1", "policy"), "gpt-x", f"g{i}", 1000, 200, 0.01)
+    ledger.record(Account("/work/proj", "refine@it1", "critic"), "gpt-y", "c0", 2000, 500, 0.125)
+    ledger.record(Account("march", "generate@it1", "policy"), "gpt-x", "g0", 1000, 200, 0.01)
+    assert main(["spend"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "run /work/proj: $0.1550 on 4 calls (5,000 prompt + 1,100 completion tokens)",
+        "     $0.0300        3 calls  generate@it1  policy  gpt-x",
+        "     $0.1250        1 calls  refine@it1  critic  gpt-y",
+        "run march: $0.0100 on 1 calls (1,000 prompt + 200 completion tokens)",
+        "     $0.0100        1 calls  generate@it1  policy  gpt-x",
+    ]
+    assert main(["spend", "--run", "march", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["path"] == str(tmp_path / "spend.sqlite")
+    [run] = report["runs"]
+    assert {k: run[k] for k in ("run", "calls", "prompt_tokens", "completion_tokens", "cost_usd")} == {
+        "run": "march", "calls": 1, "prompt_tokens": 1000, "completion_tokens": 200, "cost_usd": 0.01}
+    assert [(s["stage"], s["role"], s["model"], s["calls"]) for s in run["stages"]] == [
+        ("generate@it1", "policy", "gpt-x", 1)]
+    assert main(["spend", "--path", str(tmp_path / "spend.sqlite"), "--run", "nowhere"]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'spend.sqlite'}: no spend recorded for run 'nowhere'\n"
 
 
 def test_serve_rejects_an_unknown_fault(capsys):

@@ -82,3 +82,29 @@ def test_critic_calls_reach_the_figures_only_for_a_critic_with_its_own_model():
     assert call_figures(policy, SimpleNamespace(role=policy)) == ({"calls": {"cost_usd": 0.0}},
                                                                   {"calls": {"seconds": 1}})
     assert call_figures(policy, OracleCritic())[0] == {"calls": {"cost_usd": 0.0}}
+
+
+# ---- budgets: bad settings name where they sit in params.yaml -------------------------
+
+
+def test_a_bad_critic_price_names_its_block_and_a_bad_run_cap_its_key(tmp_path):
+    from honing.calls.ledger import CostSettingError
+    from stages._critics import make_stage_critic
+    from stages._models import run_cap
+
+    params = {"templates": "prompts/micro", "feedback_format": "check",
+              "critic": {"backend": "openai", "model": "m", "price": {"input_per_mtok": "cheap"}}}
+    with pytest.raises(CostSettingError, match=r"^params.yaml `critic.price`: input_per_mtok must be a number"):
+        make_stage_critic(params, params["critic"], policy=None, stage="meta_corpus")
+    spec = {"backend": "openai", "model": "m", "price": {"output_per_mtok": -1}}
+    with pytest.raises(CostSettingError, match=r"^params.yaml `refine.critic.price`: output_per_mtok must be >= 0"):
+        make_stage_critic(params, spec, policy=None, stage="refine@it2")
+
+    path = tmp_path / "params.yaml"
+    path.write_text("max_cost_usd: 2.5\n")
+    assert run_cap(path) == 2.5
+    path.write_text("max_cost_usd: null\n")
+    assert run_cap(path) is None
+    path.write_text("max_cost_usd: [1]\n")
+    with pytest.raises(CostSettingError, match=r"`max_cost_usd`: expected a number of US dollars >= 0"):
+        run_cap(path)

@@ -1,4 +1,4 @@
-"""The `honing` command: `honing cache stats|prune`, `honing serve`, and room for more.
+"""The `honing` command: `honing cache stats|prune`, `honing spend`, `honing serve`, and room for more.
 
 Each subcommand is a function that adds its parser to `COMMANDS`; the parser's
 `run` default is called with the parsed arguments and returns the exit status.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from honing.calls.backends.base import BackendError
 
@@ -75,6 +75,53 @@ def _cache_prune(args: argparse.Namespace) -> int:
     with _open_cache(args) as cache:
         deleted = cache.prune(older_than_days=args.older_than_days, model=args.model)
         print(f"{cache.path}: deleted {deleted} answers")
+    return 0
+
+
+# ---- honing spend -------------------------------------------------------------------------
+
+
+@command("spend")
+def _add_spend(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "spend", help="money spent on model calls, per run and stage (from the spend ledger)",
+        description="Money spent on paid model calls, per run and per stage, from the spend ledger. "
+                    "A run is $HONING_RUN if it was set, else the project root's absolute path; "
+                    "`HONING_RUN=<name> dvc repro` starts a new one (a new budget period).")
+    parser.add_argument("--path", help="ledger file (default: $HONING_CACHE_DIR/spend.sqlite "
+                                       "or ~/.cache/honing/spend.sqlite)")
+    parser.add_argument("--run", dest="run_name",
+                        help="only this run (a project's absolute path or a $HONING_RUN name)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=_spend)
+
+
+def _spend(args: argparse.Namespace) -> int:
+    from honing.calls.ledger import SpendLedger
+
+    with SpendLedger(args.path) as ledger:
+        rows = ledger.summary(run=args.run_name)
+        path = ledger.path
+    runs: dict[str, dict] = {}
+    for row in rows:  # ordered by when each (run, stage, role, model) first spent
+        run = runs.setdefault(row["run"], {"run": row["run"], "calls": 0, "prompt_tokens": 0,
+                                           "completion_tokens": 0, "cost_usd": 0.0, "stages": []})
+        for key in ("calls", "prompt_tokens", "completion_tokens", "cost_usd"):
+            run[key] += row[key]
+        run["stages"].append({k: row[k] for k in ("stage", "role", "model", "calls", "prompt_tokens",
+                                                    "completion_tokens", "cost_usd", "first", "last")})
+    if args.json:
+        print(json.dumps({"path": str(path), "runs": list(runs.values())}, indent=2))
+        return 0
+    if not runs:
+        print(f"{path}: no spend recorded" + (f" for run {args.run_name!r}" if args.run_name else ""))
+        return 0
+    for run in runs.values():
+        print(f"run {run['run']}: ${run['cost_usd']:.4f} on {run['calls']:,} calls "
+              f"({run['prompt_tokens']:,} prompt + {run['completion_tokens']:,} completion tokens)")
+        for stage in run["stages"]:
+            cost = f"${stage['cost_usd']:.4f}"
+            print(f"  {cost:>10}  {stage['calls']:>7,} calls  {stage['stage']}  {stage['role']}  {stage['model']}")
     return 0
 
 

@@ -3,16 +3,20 @@
 Stages build one `Role` per role from its params block and call `role.call(...)`;
 every call goes through `honing.calls.runner.run_requests`, so it is cached by its full
 request, priced, budgeted and shown with progress. `role.metrics()` sums the calls.
+A role has one `Budget` for its whole life (one stage process), so every call counts
+against its caps; with a `SpendScope` each paid answer is booked in the spend ledger.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from honing.calls.backends import Backend, ChatRequest, ChatResult, make_backend
 from honing.calls.cache import RequestCache, default_cache_path
-from honing.calls.runner import Budget, CallStats, Pricing, run_requests
+from honing.calls.ledger import Budget, SpendScope, check_cap
+from honing.calls.runner import CallStats, Pricing, run_requests
 
 
 @dataclass
@@ -26,24 +30,22 @@ class Role:
 
     @classmethod
     def from_params(
-        cls, name: str, spec: Mapping[str, Any], model: str | None = None,
-        budget_usd: float | None = None, cache: RequestCache | None = None,
-    ) -> "Role":
+        cls, name: str, spec: Mapping[str, Any], model: str | None = None, *,
+        cache: RequestCache | None = None, scope: SpendScope | None = None, params_path: str | None = None,
+    ) -> Role:
+        """The role `name` from its params block. `scope` books its spend in the ledger
+        and adds the run's cap to the role's own `max_cost_usd`; `params_path` is where
+        the block sits in params.yaml (default: `name`), for error messages."""
         spec = dict(spec)
-        price = spec.pop("price", None) or {}
-        cap = spec.pop("max_cost_usd", None)
-        cap = budget_usd if cap is None else cap
+        where = f"params.yaml `{params_path or name}"
+        pricing = Pricing.from_params(spec.pop("price", None), where=f"{where}.price`")
+        cap = check_cap(spec.pop("max_cost_usd", None), f"{where}.max_cost_usd`")
         use_cache = spec.pop("cache", True)
         backend = make_backend(spec, model=model)
         if use_cache and cache is None:
             cache = RequestCache(default_cache_path())
-        return cls(
-            name,
-            backend,
-            cache if use_cache else None,
-            Pricing(**price) if price else None,
-            Budget(cap) if cap is not None else None,
-        )
+        budget = scope.budget(name, cap) if scope is not None else Budget(cap)
+        return cls(name, backend, cache if use_cache else None, pricing, budget)
 
     @property
     def model_id(self) -> str:

@@ -3,22 +3,28 @@
 `run_requests` looks every request up in the request cache, sends only the misses
 (each distinct request once) to `backend.generate`, stores each answer the moment it
 arrives, and returns results in request order with a `CallStats` for the stage's
-metrics file. A `Budget` stops a stage cleanly when its new calls would pass a spend
-cap; everything answered before the stop stays cached, so raising the cap and
-rerunning pays only for what is still missing.
+metrics file. Each paid answer is booked with the `Budget` (in the spend ledger, see
+`honing.calls.ledger`) before it is cached, and the budget stops a stage cleanly when
+its next call would pass a cap; everything answered before the stop stays cached, so
+raising the cap and rerunning pays only for what is still missing.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from tqdm import tqdm
 
 from honing.calls.backends.base import Backend, BackendError, ChatRequest, ChatResult
 from honing.calls.cache import RequestCache
+from honing.calls.ledger import Budget, CostSettingError
+
+__all__ = ["Budget", "BudgetExceeded", "CallStats", "Pricing", "run_requests"]
 
 
 @dataclass(frozen=True)
@@ -30,25 +36,28 @@ class Pricing:
     output_per_mtok: float = 0.0
 
     @classmethod
-    def from_params(cls, block: Mapping[str, Any] | None) -> "Pricing":
-        """From e.g. ``{"input_per_mtok": 0.15, "output_per_mtok": 0.60}``; None -> free."""
-        block = dict(block or {})
-        unknown = sorted(set(block) - {"input_per_mtok", "output_per_mtok"})
+    def from_params(cls, block: Any, where: str = "price") -> Pricing:
+        """From e.g. ``{"input_per_mtok": 0.15, "output_per_mtok": 0.60}``; None -> free.
+        A bad block raises `CostSettingError` naming `where` (e.g. "params.yaml `policy.price`")."""
+        expected = "input_per_mtok and/or output_per_mtok (US dollars per million tokens)"
+        if block is None:
+            return cls()
+        if not isinstance(block, Mapping):
+            raise CostSettingError(f"{where}: expected a mapping of {expected}, found {block!r}")
+        unknown = sorted(map(str, set(block) - {"input_per_mtok", "output_per_mtok"}))
         if unknown:
-            raise ValueError(f"price block: unknown key(s) {unknown}; "
-                             f"expected input_per_mtok and output_per_mtok (USD per million tokens)")
+            raise CostSettingError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {expected}")
+        for key, value in block.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise CostSettingError(f"{where}: {key} must be a number of US dollars per million tokens, "
+                                       f"found {value!r}")
+            if value < 0:
+                raise CostSettingError(f"{where}: {key} must be >= 0, found {value!r}")
         return cls(**{k: float(v) for k, v in block.items()})
 
     def cost(self, result: ChatResult) -> float:
         return (result.prompt_tokens * self.input_per_mtok
                 + result.completion_tokens * self.output_per_mtok) / 1e6
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A cap on what one stage may spend on new (uncached) calls, in US dollars."""
-
-    max_cost_usd: float
 
 
 class BudgetExceeded(BackendError):
@@ -143,6 +152,9 @@ def run_requests(
                     disable=not to_send, mininterval=0.5, dynamic_ncols=True,
                     delay=1.0)  # no bar for calls that fail (or finish) at once
 
+    paid = pricing != Pricing()
+    checked = budget is not None and budget.capped and paid  # a free model is never stopped
+
     def on_result(index: int, result: ChatResult) -> None:
         nonlocal answered, next_postfix
         key = miss_keys[index]
@@ -150,12 +162,17 @@ def run_requests(
             return
         found[key] = result
         answered += 1
-        # Store first: whatever happens next (budget, kill), this answer is paid for.
+        cost = pricing.cost(result)
+        # Book the money first, then store the answer: a kill in between leaves it booked
+        # but not cached, so the rerun pays (and books) it again, as it should; the other
+        # order could lose a paid answer from the ledger.
+        if budget is not None and paid:
+            budget.charge(backend.model_id, key, result.prompt_tokens, result.completion_tokens, cost)
         if cache is not None:
             stats.cache_bytes_written += cache.put(key, result, backend.model_id)
         stats.prompt_tokens += result.prompt_tokens
         stats.completion_tokens += result.completion_tokens
-        stats.cost_usd += pricing.cost(result)
+        stats.cost_usd += cost
         # Formatting the postfix costs as much as the rest of this callback: twice a second.
         now = time.monotonic()
         if now >= next_postfix or answered == len(to_send):
@@ -165,14 +182,18 @@ def run_requests(
                                  tokens=stats.prompt_tokens + stats.completion_tokens,
                                  cost=f"${stats.cost_usd:.4f}", refresh=False)
         progress.update(1)
-        if budget is not None and answered < len(to_send):
-            # Stop before the call that would pass the cap, judged by the mean cost so far.
-            if stats.cost_usd + stats.cost_usd / answered > budget.max_cost_usd:
-                raise BudgetExceeded(_budget_message(stats, budget, answered, len(to_send) - answered))
+        if checked and answered < len(to_send):
+            # Stop before the call that would pass a cap, judged by this batch's mean cost.
+            if budget.remaining()[0] < stats.cost_usd / answered:
+                raise BudgetExceeded(budget.stop_message(len(to_send) - answered))
 
-    if budget is not None and to_send and budget.max_cost_usd <= 0 and pricing != Pricing():
-        progress.close()
-        raise BudgetExceeded(_budget_message(stats, budget, 0, len(to_send)))
+    if checked and to_send:
+        budget.refresh()  # what earlier attempts, other roles and other processes spent since
+        # Before the first call, judge by the mean of the role's earlier paid calls here.
+        left, mean = budget.remaining()[0], budget.mean_cost()
+        if left <= 0 or (mean is not None and left < mean):
+            progress.close()
+            raise BudgetExceeded(budget.stop_message(len(to_send)))
     try:
         if to_send:
             returned = backend.generate(to_send, on_result=on_result)
@@ -181,9 +202,9 @@ def run_requests(
                 if result is not None and index < len(miss_keys) and miss_keys[index] not in found:
                     on_result(index, result)
     except BudgetExceeded:
-        # Answers in flight at the stop arrived (and were cached) after the first
-        # complaint; count what really remains.
-        raise BudgetExceeded(_budget_message(stats, budget, answered, len(to_send) - answered)) from None
+        # Answers in flight at the stop arrived (booked and cached) after the first
+        # complaint; report what was really spent and what really remains.
+        raise BudgetExceeded(budget.stop_message(len(to_send) - answered)) from None
     finally:
         progress.close()
         stats.retries = _since(retries_before, _retry_counts(backend))
@@ -198,9 +219,3 @@ def run_requests(
     stats.data_completion_tokens = sum(r.completion_tokens for r in results)
     stats.data_cost_usd = sum(pricing.cost(r) for r in results)
     return results, stats
-
-
-def _budget_message(stats: CallStats, budget: Budget, answered: int, remaining: int) -> str:
-    return (f"budget reached: spent ${stats.cost_usd:.4f} of max_cost_usd ${budget.max_cost_usd:.4f} "
-            f"on {answered} new calls; {remaining} requests remain unanswered. "
-            f"Raise max_cost_usd and rerun: the answers so far are cached and cost nothing again.")

@@ -15,6 +15,7 @@ from typing import Protocol, Sequence
 import polars as pl
 
 from honing.calls.backends import ChatRequest, SamplingParams
+from honing.calls.ledger import SpendScope
 from honing.calls.roles import Role
 from honing.method.feedback import ParsedFeedback, parse_check, parse_feedback
 from honing.method.prompts import PromptSet, user
@@ -87,13 +88,14 @@ def feedback_frame(
 
 
 def make_critic(spec: dict, *, policy: Role | None, templates: PromptSet, feedback_format: str,
-                max_tokens: int = 256, budget_usd: float | None = None) -> Critic:
-    """The critic a params block names: `self` (the policy), `oracle`, or a backend spec."""
+                max_tokens: int = 256, scope: SpendScope | None = None, params_path: str = "critic") -> Critic:
+    """The critic a params block names: `self` (the policy), `oracle`, or a backend spec.
+    A critic with a model of its own books its spend in `scope` (see `Role.from_params`)."""
     kind = spec.get("backend", "self")
     if kind == "oracle":
         return OracleCritic()
     if kind == "self":
         assert policy is not None, "a self critic needs the policy"
         return ModelCritic(policy, templates, feedback_format, max_tokens)
-    role = Role.from_params("critic", spec, budget_usd=budget_usd)
+    role = Role.from_params("critic", spec, scope=scope, params_path=params_path)
     return ModelCritic(role, templates, feedback_format, max_tokens)
