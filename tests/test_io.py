@@ -10,7 +10,7 @@ import sys
 import polars as pl
 import pytest
 
-from honing.artifacts.io import read_artifact, read_pool, write_artifact, write_jsonl
+from honing.artifacts.io import pool_text, read_artifact, read_pool, write_artifact, write_jsonl
 from honing.artifacts.validation import ArtifactError
 from schemas.registry import Prompts, SFTRecords
 
@@ -210,3 +210,90 @@ def test_unreadable_pools_raise(tmp_path, name, content, words):
 def test_missing_pool_raises(tmp_path):
     with pytest.raises(ArtifactError, match="no such file"):
         read_pool(tmp_path / "none.jsonl")
+
+
+def test_empty_pools_read_as_no_records(tmp_path):
+    (tmp_path / "p.jsonl").write_text("\n  \n")
+    (tmp_path / "p.csv").write_text("prompt,answer\n")
+    pl.DataFrame({"prompt": pl.Series([], dtype=pl.String)}).write_parquet(tmp_path / "p.parquet")
+    assert [read_pool(tmp_path / n) for n in ("p.jsonl", "p.csv", "p.parquet")] == [[], [], []]
+
+
+@pytest.mark.parametrize("name, content", [
+    ("p.jsonl", b'\xef\xbb\xbf{"prompt": "a"}\r\n{"prompt": "b"}\r\n'),
+    ("p.json", b'\xef\xbb\xbf[{"prompt": "a"}, {"prompt": "b"}]'),
+    ("p.csv", b"\xef\xbb\xbfprompt\r\na\r\nb\r\n"),
+])
+def test_a_byte_order_mark_is_skipped(tmp_path, name, content):
+    (tmp_path / name).write_bytes(content)
+    assert [r.record for r in read_pool(tmp_path / name)] == [{"prompt": "a"}, {"prompt": "b"}]
+
+
+def test_invalid_utf8_in_jsonl_is_a_record_error_never_u_fffd(tmp_path):
+    (tmp_path / "p.jsonl").write_bytes(b'{"prompt": "a"}\n{"prompt": "\xff\xfe"}\n{"prompt": "b"}\n')
+    records = read_pool(tmp_path / "p.jsonl")
+    assert [r.record for r in records] == [{"prompt": "a"}, None, {"prompt": "b"}]
+    bad = records[1]
+    assert (bad.where, bad.problem, bad.error) == ("line 2", "invalid_utf8", "invalid UTF-8 (byte 0xff at offset 12)")
+    assert bad.raw == '{"prompt": "\\xff\\xfe"}' and "\ufffd" not in bad.raw
+
+
+def test_invalid_utf8_in_csv_names_line_and_column(tmp_path):
+    (tmp_path / "p.csv").write_bytes(b'prompt,answer\n"two\nlines",1\nok,caf\xe9\n')
+    with pytest.raises(ArtifactError) as err:
+        read_pool(tmp_path / "p.csv")
+    assert str(err.value) == f"{tmp_path / 'p.csv'}: invalid UTF-8 at line 4, column 'answer' (byte 0xe9); " \
+                             "the file must be UTF-8"
+    (tmp_path / "h.csv").write_bytes(b"prompt,\xe9\nok,1\n")
+    with pytest.raises(ArtifactError) as err:
+        read_pool(tmp_path / "h.csv")
+    assert str(err.value) == f"{tmp_path / 'h.csv'}: invalid UTF-8 at line 1 (the header) (byte 0xe9); " \
+                             "the file must be UTF-8"
+
+
+def test_invalid_utf8_in_a_parquet_string_column_names_row_and_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    bad = pa.array([b"fine", b"also fine", b"caf\xe9"], pa.binary()).view(pa.string())  # unchecked bytes
+    pq.write_table(pa.table({"answer": ["1", "2", "3"], "prompt": bad}), tmp_path / "p.parquet")
+    with pytest.raises(ArtifactError) as err:
+        read_pool(tmp_path / "p.parquet")
+    assert str(err.value) == f"{tmp_path / 'p.parquet'}: invalid UTF-8 at row 2, column 'prompt' " \
+                             "(byte 0xe9 at offset 3)"
+
+
+def test_csv_rows_are_named_by_the_line_they_start_on(tmp_path):
+    long = "x" * 200_000  # over the csv module's default field limit
+    (tmp_path / "p.csv").write_text(f'prompt,answer\n"one\n\ntwo",1\n\nthree,3,extra\nfour\n{long},5\n')
+    records = read_pool(tmp_path / "p.csv")
+    assert [r.where for r in records] == ["line 2", "line 6", "line 7", "line 8"]
+    assert records[0].record == {"prompt": "one\n\ntwo", "answer": "1"}
+    assert (records[1].problem, records[1].error) == ("wrong_field_count", "expected 2 fields (as the header), found 3")
+    assert json.loads(records[1].raw) == ["three", "3", "extra"]
+    assert records[2].error == "expected 2 fields (as the header), found 1"
+    assert records[3].record == {"prompt": long, "answer": "5"}
+
+
+def test_a_csv_header_naming_a_column_twice_is_an_error(tmp_path):
+    (tmp_path / "p.csv").write_text("prompt,prompt\na,b\n")
+    with pytest.raises(ArtifactError, match=r"line 1 \(the header\): column 'prompt' appears twice"):
+        read_pool(tmp_path / "p.csv")
+
+
+def test_invalid_utf8_in_json_names_the_line(tmp_path):
+    (tmp_path / "p.json").write_bytes(b'[\n{"prompt": "a"},\n{"prompt": "\xc3("}\n]')
+    with pytest.raises(ArtifactError) as err:
+        read_pool(tmp_path / "p.json")
+    assert str(err.value) == f"{tmp_path / 'p.json'}: invalid UTF-8 at line 3 (byte 0xc3 at offset 12 of the " \
+                             "line); the file must be UTF-8"
+
+
+def test_pool_text_is_strings_and_utf8_bytes_only():
+    assert pool_text("a", "prompt") == ("a", None)
+    assert pool_text("caf\u00e9".encode(), "prompt") == ("caf\u00e9", None)
+    assert pool_text(b"caf\xe9", "prompt") == (None, ("invalid_utf8", "'prompt' is not valid UTF-8 (byte 0xe9 at "
+                                                                     "offset 3)"))
+    assert pool_text(42, "prompt") == (None, ("not_text", "'prompt' is not text: int"))
+    assert pool_text("a\ud800", "prompt") == (None, ("invalid_utf8", "'prompt' is not valid Unicode (lone "
+                                                                     "surrogate at offset 1)"))

@@ -9,8 +9,11 @@ unchanged stage output keeps its DVC hash.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -97,19 +100,29 @@ def write_jsonl(records: Iterable[Mapping[str, Any]], path: str | Path) -> None:
 @dataclass(frozen=True)
 class PoolRecord:
     """One record of a prompt pool as read: `record` is None when it could not be read,
-    and then `error` says why. `where` names it for people ("line 7", "row 6")."""
+    and then `problem` (a metrics key) and `error` (in words) say why. `where` names it
+    for people ("line 7", "row 6")."""
 
     where: str
     record: dict[str, Any] | None
     raw: str  # the record as JSON text, or the raw line when it is not JSON
     error: str | None = None
+    problem: str | None = None
+
+
+BOM = b"\xef\xbb\xbf"
+_ESCAPED = re.compile("[\udc80-\udcff]")  # an undecodable byte, as `surrogateescape` keeps it
 
 
 def read_pool(path: str | Path) -> list[PoolRecord]:
     """Every record of a local prompt pool file: .jsonl (one object a line), .json (an
-    array of objects), .parquet or .csv (all columns read as text). Unreadable
-    records (bad JSON, not an object) come back with their error, so the caller can
-    quarantine them; a missing or unreadable file raises ArtifactError."""
+    array of objects), .csv (a header, then every cell as text) or .parquet (values
+    as stored). A UTF-8 byte-order mark is skipped. Records that cannot be read (bad
+    JSON, not an object, a JSONL line that is not UTF-8, a CSV row with the wrong
+    number of fields) come back with their error, so the caller can quarantine them;
+    a missing or unreadable file, or invalid UTF-8 where no single record can be
+    set aside (JSON, CSV, a parquet string column), raises ArtifactError naming the
+    line or row."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in POOL_SUFFIXES:
@@ -117,46 +130,191 @@ def read_pool(path: str | Path) -> list[PoolRecord]:
                             f"(expected one of {', '.join(POOL_SUFFIXES)})")
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file")
+    if suffix == ".parquet":
+        return _read_parquet(path)
+    data = path.read_bytes()
+    data = data[len(BOM):] if data.startswith(BOM) else data
     if suffix == ".jsonl":
-        return list(_read_jsonl(path))
-    if suffix == ".json":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ArtifactError(f"{path}: not valid JSON ({e})") from e
-        if not isinstance(data, list):
-            raise ArtifactError(f"{path}: expected a JSON array of objects, found {type(data).__name__}")
-        return [_record(f"item {i}", item) for i, item in enumerate(data)]
+        return list(_read_jsonl(data))
+    if suffix == ".csv":
+        return _read_csv(path, data)
     try:
-        if suffix == ".parquet":
-            df = pl.read_parquet(path)
-            where = "row {}"
-            offset = 0
-        else:  # an empty CSV cell is an empty string, not null: "empty prompt" says more than "missing"
-            df = pl.read_csv(path, infer_schema=False, empty_string_is_null=False)
-            where = "line {}"
-            offset = 2  # the header is line 1
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{path}: not a readable {suffix[1:]} file ({first})") from e
-    return [_record(where.format(i + offset), row) for i, row in enumerate(df.iter_rows(named=True))]
+        data = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        offset = e.start - (data.rfind(b"\n", 0, e.start) + 1)
+        raise ArtifactError(f"{path}: invalid UTF-8 at line {line} (byte 0x{data[e.start]:02x} at offset "
+                            f"{offset} of the line); the file must be UTF-8") from e
+    except json.JSONDecodeError as e:
+        raise ArtifactError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(data, list):
+        raise ArtifactError(f"{path}: expected a JSON array of objects, found {type(data).__name__}")
+    return [_record(f"item {i}", item) for i, item in enumerate(data)]
 
 
-def _read_jsonl(path: Path) -> Iterator[PoolRecord]:
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
+def _read_jsonl(data: bytes) -> Iterator[PoolRecord]:
+    for n, line in enumerate(data.splitlines(), start=1):  # \n, \r\n or \r, as text mode reads
+        if not line.strip():
+            continue  # blank lines are not records
+        where = f"line {n}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:  # set the line aside: never guess the text (no U+FFFD)
+            yield PoolRecord(where, None, line.decode("utf-8", "backslashreplace"),
+                             f"invalid UTF-8 (byte 0x{line[e.start]:02x} at offset {e.start})", "invalid_utf8")
+            continue
+        try:
+            item = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield PoolRecord(where, None, text, f"invalid JSON ({e.msg})", "invalid_json")
+            continue
+        yield _record(where, item)
+
+
+def _read_csv(path: Path, data: bytes) -> list[PoolRecord]:
+    """Rows as {header: cell} with every cell as text (an empty cell is "", not null:
+    "empty prompt" says more than "missing"). `where` is the line the row starts on,
+    which differs from its index once a quoted cell holds a line break."""
+    text = data.decode("utf-8", "surrogateescape")  # bad bytes kept, to name their line and column
+    check_bytes = _ESCAPED.search(text) is not None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records: list[PoolRecord] = []
+    header: list[str] | None = None
+    start = 1
+    limit = csv.field_size_limit(2**31 - 1)  # the default 128 KiB would stop a long prompt before its check
+    try:
+        for cells in reader:
+            line, start = start, reader.line_num + 1
+            if not cells:
                 continue  # blank lines are not records
+            if check_bytes:
+                _csv_utf8(path, line, cells, header)
+            if header is None:
+                header = cells
+                repeated = sorted({c for c in cells if cells.count(c) > 1})
+                if repeated:
+                    raise ArtifactError(f"{path}: line {line} (the header): column {repeated[0]!r} appears twice")
+            elif len(cells) != len(header):
+                records.append(PoolRecord(f"line {line}", None, json.dumps(cells, ensure_ascii=False),
+                                          f"expected {len(header)} fields (as the header), found {len(cells)}",
+                                          "wrong_field_count"))
+            else:
+                records.append(_record(f"line {line}", dict(zip(header, cells, strict=True))))
+    except csv.Error as e:
+        raise ArtifactError(f"{path}: not a readable csv file (line {reader.line_num}: {e})") from e
+    finally:
+        csv.field_size_limit(limit)
+    return records
+
+
+def _csv_utf8(path: Path, line: int, cells: list[str], header: list[str] | None) -> None:
+    for i, cell in enumerate(cells):
+        bad = _ESCAPED.search(cell)
+        if bad:
+            column = header[i] if header is not None and i < len(header) else f"field {i + 1}"
+            where = f"line {line}" + (f", column {column!r}" if header is not None else " (the header)")
+            raise ArtifactError(f"{path}: invalid UTF-8 at {where} (byte 0x{ord(bad.group()) - 0xDC00:02x}); "
+                                "the file must be UTF-8")
+
+
+def _read_parquet(path: Path) -> list[PoolRecord]:
+    try:
+        df = pl.read_parquet(path)
+    except Exception as e:  # polars raises several kinds for a file it cannot read
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "utf-8" in first.lower():
+            bad = _parquet_bad_utf8(path)
+            if bad:
+                raise ArtifactError(f"{path}: invalid UTF-8 at {bad}") from e
+        raise ArtifactError(f"{path}: not a readable parquet file ({first})") from e
+    # A binary column's values stay bytes: the caller quarantines them as not text.
+    return [_record(f"row {i}", row) for i, row in enumerate(df.iter_rows(named=True))]
+
+
+def _parquet_bad_utf8(path: Path) -> str | None:
+    """Where a string column holds bytes that are not UTF-8 ("row 3, column 'prompt' ...").
+    polars refuses the whole file; pyarrow reads it without checking, so look there."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for name in table.column_names:
+        column = table.column(name)
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        for i, value in enumerate(column.cast(pa.large_binary()).to_pylist()):
             try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                yield PoolRecord(f"line {n}", None, line.rstrip("\n"), f"invalid JSON ({e.msg})")
-                continue
-            yield _record(f"line {n}", item)
+                if value is not None:
+                    value.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return f"row {i}, column {name!r} (byte 0x{value[e.start]:02x} at offset {e.start})"
+    return None
+
+
+HF_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
+
+
+def read_hf_pool(spec: str) -> list[PoolRecord]:
+    """Rows of a `datasets` dataset: "hf:<name>[:<split>]" or "hf:<name>:<config>:<split>".
+
+    <name> is a Hub dataset, a local folder of data files (splits from file
+    names, e.g. train-*.parquet), a folder written by `save_to_disk` (read with
+    `load_from_disk`), or one local data file (loaded as `data_files`)."""
+    import datasets  # slow to import: only when asked for
+
+    parts = spec[len("hf:"):].split(":")
+    if not parts[0] or len(parts) > 3:
+        raise ArtifactError(f"{spec}: expected 'hf:<name>[:<split>]' or 'hf:<name>:<config>:<split>'")
+    name = parts[0]
+    config = parts[1] if len(parts) == 3 else None
+    split = parts[-1] if len(parts) > 1 else "train"
+    if name in set(HF_BUILDERS.values()) | {"text", "arrow"}:
+        # load_dataset("parquet") without data_files would read whatever is in the cwd
+        raise ArtifactError(f"{spec}: name a folder or a data file, e.g. 'hf:data/pool.{name}'")
+    local = Path(name)
+    try:
+        if local.is_dir() and any((local / f).exists() for f in ("state.json", "dataset_dict.json")):
+            ds = datasets.load_from_disk(str(local))
+            if isinstance(ds, datasets.DatasetDict):
+                if split not in ds:
+                    raise ArtifactError(f"{spec}: no split {split!r} (have {', '.join(ds)})")
+                ds = ds[split]
+        elif local.is_file() and local.suffix.lower() in HF_BUILDERS:
+            ds = datasets.load_dataset(HF_BUILDERS[local.suffix.lower()], data_files={split: str(local)},
+                                       split=split)
+        else:
+            ds = datasets.load_dataset(name, config, split=split)
+    except ArtifactError:
+        raise
+    except Exception as e:  # datasets raises many kinds; the stage should say one line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArtifactError(f"{spec}: could not load the dataset ({type(e).__name__}: {first})") from e
+    return [_record(f"row {i}", rec) for i, rec in enumerate(ds.to_list())]
+
+
+
+def pool_text(value: Any, name: str) -> tuple[str | None, tuple[str, str] | None]:
+    """A value read from a pool as text: (the text, None), or (None, (problem, reason))
+    when it is not text. Bytes (a binary parquet column, as old writers store
+    strings) are text when they are UTF-8; numbers are not text."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return None, ("invalid_utf8", f"{name!r} is not valid UTF-8 (byte 0x{value[e.start]:02x} "
+                                          f"at offset {e.start})")
+    if not isinstance(value, str):
+        return None, ("not_text", f"{name!r} is not text: {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. JSON "\ud800"
+        return None, ("invalid_utf8", f"{name!r} is not valid Unicode (lone surrogate at offset {e.start})")
+    return value, None
 
 
 def _record(where: str, item: Any) -> PoolRecord:
-    raw = json.dumps(item, ensure_ascii=False, default=str)
+    # backslashreplace: a lone surrogate (JSON "\ud800") cannot be written as UTF-8 text
+    raw = json.dumps(item, ensure_ascii=False, default=str).encode("utf-8", "backslashreplace").decode("utf-8")
     if not isinstance(item, dict):
-        return PoolRecord(where, None, raw, f"not a JSON object ({type(item).__name__})")
+        return PoolRecord(where, None, raw, f"not a JSON object ({type(item).__name__})", "not_an_object")
     return PoolRecord(where, item, raw)

@@ -1,53 +1,68 @@
 """prepare: prompt pools in, meta/train/eval prompt sets out.
 
     load_pool     read the source (the micro world, a local file, a `datasets`
-                  dataset) into one frame of raw rows; rows that cannot be read
-                  are kept and marked with the reason
-    prepare_pool  normalise (strip, collapse whitespace), quarantine empty or
-                  missing prompts, deduplicate by a stable content hash, split
-                  with a seed into meta/train/eval, and decontaminate: drop
-                  from meta/train every prompt that shares a word n-gram with
-                  an eval prompt
+                  dataset) into one frame of raw rows; rows that cannot be used
+                  as read (not UTF-8, bad JSON, a prompt that is not a string, a
+                  bad id) are kept and marked with the reason
+    prepare_pool  normalise, quarantine empty and over-long prompts, deduplicate
+                  by a content hash, split by that hash into meta/train/eval, and
+                  decontaminate: drop from meta/train every prompt that shares a
+                  word n-gram with an eval prompt
+
+Normalising keeps a prompt's lines: Unicode NFC, CRLF/CR -> LF, the prompt
+stripped, trailing whitespace cut from each line, at most one blank line in a
+row; indentation and inner spaces stay. Deduplication and the content-hash id
+compare the whitespace-collapsed text (`collapse`), so "a  b" and "a\\nb" are one
+prompt; of its copies the one with the smallest id is kept, whatever their order.
+A row's id is the pool's own (`id_field`, a string or an integer) where it has
+one, else the content hash.
+
+The split is decided per prompt: u = sha256("<seed>:<content hash>") / 2**256
+falls in meta, train or eval by the cumulative `split` fractions. Adding rows
+never moves an existing row between splits, and as every split is written sorted
+by id, reordering a pool changes no byte of meta/train/eval (the quarantine keeps
+the pool's order: its reasons name lines). With `eval_source`, eval is that pool
+and meta/train share the main pool by their renormalised fractions.
 
 Every input row ends up in exactly one place, and the metrics say where:
-    rows_in = quarantined + duplicates + decontaminated + meta + train + eval + unused
-(`unused`: rows the requested split sizes did not need).
+    rows_in + eval_rows_in = quarantined + duplicates + decontaminated + meta + train + eval
+(`eval_rows_in` only with `eval_source`). An empty pool, or one with no usable
+row, is an error: nothing would be left to train or evaluate on.
 
 Decontamination with `decontaminate_ngram: 0` matches exact prompts only. The
 micro world needs that: its prompts come from a few templates and share 8-grams
-by chance (with the default 1,000 eval prompts, 8-gram decontamination drops
-about 40 % of meta and train), so its preset sets 0 explicitly.
+by chance (with 1,000 eval prompts, 8-gram decontamination drops about 40 % of
+meta and train), so its preset sets 0 explicitly.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 import re
+import unicodedata
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from honing.artifacts.io import POOL_SUFFIXES, PoolRecord, read_pool
-from honing.artifacts.validation import (
-    ArtifactError,
-    quarantine_frame,
-    row_json,
-    split_valid,
-)
+from honing.artifacts.io import POOL_SUFFIXES, PoolRecord, pool_text, read_hf_pool, read_pool
+from honing.artifacts.validation import ArtifactError, quarantine_frame, row_json, split_valid
 from honing.micro import world
 
 SPLITS = ("meta", "train", "eval")
 PROMPT_COLUMNS = ["id", "prompt", "reference", "answer", "source", "split"]  # schemas.prompts.Prompts
 
-# load_pool's frame: one row per source record, readable or not
+# load_pool's frame: one row per source record, usable or not
 POOL_COLUMNS = {
     "pool": pl.String,  # "main", or "eval" for rows of `eval_source`
     "source": pl.String,  # provenance: "micro", a path, "hf:<name>:<split>"
     "where": pl.String,  # "line 7", "row 6", "problem 12": for people
+    "id": pl.String,  # the pool's own id (`id_field`), else null
     "prompt": pl.String,
     "answer": pl.String,
     "reference": pl.String,
@@ -67,12 +82,17 @@ class PrepareConfig:
         `datasets` (a Hub name; a local folder of data files, or one written by
         `save_to_disk`; a local data file).
     prompt_field / answer_field / reference_field: the source's field names.
-        Answer and reference may be absent (null); the prompt may not.
-    seed: shuffles the split (and generates the micro world).
-    n_meta / n_train / n_eval: rows wanted per split; scaled down in proportion
-        when the pool is smaller.
+        The prompt must be a string; answer and reference may be absent (null),
+        and numbers there become their text (GSM8K-style int answers).
+    id_field: the source's id field; where a row has it, it is the row's id (a
+        string, or an integer as its decimal text), and ids must be unique.
+    seed: salts the split hash (and generates the micro world).
+    split: fractions of prompts per split {meta, train, eval}; each >= 0, summing
+        to 1. Which split a prompt goes to depends on its content and the seed only.
+    micro_problems: how many distinct problems the micro world generates.
+    max_prompt_chars: longer prompts (after normalising) are quarantined.
     eval_source: a separate evaluation pool (same forms as source); then
-        eval comes only from it and meta/train only from source.
+        eval is all of it and meta/train split the source.
     decontaminate_ngram: n for word n-gram decontamination against eval;
         0 matches exact (normalised, case-folded) prompts only.
     min_steps / max_steps: micro-world problem length.
@@ -82,21 +102,45 @@ class PrepareConfig:
     prompt_field: str = "prompt"
     answer_field: str = "answer"
     reference_field: str = "reference"
+    id_field: str = "id"
     seed: int = 0
-    n_meta: int = 1000
-    n_train: int = 3000
-    n_eval: int = 1000
+    split: Mapping[str, float] = field(default_factory=lambda: {"meta": 0.25, "train": 0.5, "eval": 0.25})
+    micro_problems: int = 4000
+    max_prompt_chars: int = 8000
     eval_source: str | None = None
     decontaminate_ngram: int = 8
     min_steps: int = 2
     max_steps: int = 4
 
     def __post_init__(self):
-        for name in ("n_meta", "n_train", "n_eval", "decontaminate_ngram"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        for name, low in (("micro_problems", 1), ("max_prompt_chars", 1), ("decontaminate_ngram", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        object.__setattr__(self, "split", _fractions(self.split, self.eval_source is not None))
+
+
+def _fractions(split: Any, eval_source: bool) -> dict[str, float]:
+    """`split` checked and completed: every split named, a missing one is 0."""
+    if not isinstance(split, Mapping):
+        raise ValueError(f"split must map meta, train and eval to fractions, got {split!r}")
+    unknown = sorted(map(str, set(split) - set(SPLITS)))
+    if unknown:
+        raise ValueError(f"split: unknown split(s) {', '.join(unknown)}; expected meta, train, eval")
+    out = {}
+    for name in SPLITS:
+        value = split.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"split.{name} must be a fraction >= 0, got {value!r}")
+        out[name] = float(value)
+    if abs(sum(out.values()) - 1) > 1e-6:
+        shown = ", ".join(f"{k} {v:g}" for k, v in out.items())
+        raise ValueError(f"split fractions must sum to 1, got {sum(out.values()):g} ({shown})")
+    if eval_source and out["meta"] + out["train"] == 0:
+        raise ValueError("split: with eval_source, meta + train must be above 0 (eval is all of eval_source)")
+    return out
 
 
 @dataclass
@@ -112,13 +156,34 @@ class Prepared:
 
 
 def normalize(text: str) -> str:
-    """Strip and collapse every run of whitespace (newlines too) to one space."""
+    """NFC, LF line breaks, stripped, no trailing spaces on a line, at most one blank
+    line in a row. Indentation and spaces inside a line are kept."""
+    text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip() for line in text.split("\n")).strip()
+    return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def collapse(text: str) -> str:
+    """Every run of whitespace (line breaks too) as one space: what deduplication compares."""
     return " ".join(text.split())
 
 
 def stable_id(text: str) -> str:
-    """The row id of a prompt: sha256 of its normalised text, 16 hex chars."""
-    return hashlib.sha256(normalize(text).encode("utf-8")).hexdigest()[:16]
+    """A prompt's content hash: sha256 of its NFC, whitespace-collapsed text, 16 hex chars."""
+    return hashlib.sha256(collapse(unicodedata.normalize("NFC", text)).encode("utf-8")).hexdigest()[:16]
+
+
+def split_of(content_hash: str, seed: int, fractions: Mapping[str, float]) -> str:
+    """The split of a prompt: its hash with the seed as a number in [0, 1), placed
+    against the cumulative fractions (only splits with a share above 0 count)."""
+    u = int(hashlib.sha256(f"{seed}:{content_hash}".encode()).hexdigest(), 16) / 2**256
+    names = [name for name, share in fractions.items() if share > 0]
+    total, edge = sum(fractions[name] for name in names), 0.0
+    for name in names[:-1]:
+        edge += fractions[name] / total
+        if u < edge:
+            return name
+    return names[-1]
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -136,24 +201,25 @@ def ngrams(tokens: tuple[str, ...], n: int) -> set[tuple[str, ...]]:
 def load_pool(cfg: PrepareConfig) -> pl.DataFrame:
     """The source's rows (pool "main") and, with `eval_source`, the evaluation pool's
     (pool "eval"), with columns POOL_COLUMNS. Prompts are raw text here; rows that
-    could not be read or lack a prompt carry `problem`/`reason`/`column`."""
-    main_n = cfg.n_meta + cfg.n_train + (0 if cfg.eval_source else cfg.n_eval)
-    rows = _load_source(cfg.source, cfg, "main", main_n)
+    cannot be used as read carry `problem`/`reason`/`column`."""
+    rows = _load_source(cfg.source, cfg, "main")
     if cfg.eval_source:
-        rows += _load_source(cfg.eval_source, cfg, "eval", cfg.n_eval)
+        rows += _load_source(cfg.eval_source, cfg, "eval")
     return pl.DataFrame(rows, schema=POOL_COLUMNS)
 
 
-def _load_source(source: str, cfg: PrepareConfig, pool: str, n_micro: int) -> list[dict[str, Any]]:
+def _load_source(source: str, cfg: PrepareConfig, pool: str) -> list[dict[str, Any]]:
     if source == "micro":
-        return _micro_rows(cfg, pool, n_micro)
+        return _micro_rows(cfg, pool)
     if source.startswith("hf:"):
-        records = _hf_records(source)
+        records = read_hf_pool(source)
     elif Path(source).suffix.lower() in POOL_SUFFIXES:
         records = read_pool(source)
     else:
         raise ArtifactError(f"{source}: unknown prompt source (expected 'micro', a file ending in "
                             f"{', '.join(POOL_SUFFIXES)}, or 'hf:<name>[:<split>]')")
+    if not records:
+        raise ArtifactError(f"{source}: the prompt pool is empty (0 rows read)")
     readable = [r.record for r in records if r.record is not None]
     if readable and not any(cfg.prompt_field in r for r in readable):
         fields = sorted({k for r in readable for k in r})
@@ -163,30 +229,50 @@ def _load_source(source: str, cfg: PrepareConfig, pool: str, n_micro: int) -> li
 
 
 def _pool_row(rec: PoolRecord, cfg: PrepareConfig, pool: str, source: str) -> dict[str, Any]:
-    row = {"pool": pool, "source": source, "where": rec.where, "row": rec.raw,
-           "prompt": None, "answer": None, "reference": None,
-           "problem": None, "reason": None, "column": None}
+    row = {"pool": pool, "source": source, "where": rec.where, "row": rec.raw, "id": None,
+           "prompt": None, "answer": None, "reference": None, "problem": None, "reason": None, "column": None}
     if rec.record is None:
-        code = "invalid_json" if rec.error and rec.error.startswith("invalid JSON") else "not_an_object"
-        return row | {"problem": code, "reason": f"{rec.error} ({rec.where})"}
+        return row | {"problem": rec.problem, "reason": f"{rec.error} ({rec.where})"}
+
+    def bad(code: str, column: str, reason: str) -> dict[str, Any]:
+        return row | {"problem": code, "column": column, "reason": f"{reason} ({rec.where})"}
+
+    record = rec.record
+    if cfg.id_field in record:
+        value, name = record[cfg.id_field], cfg.id_field
+        if isinstance(value, int) and not isinstance(value, bool):
+            row["id"] = str(value)
+        elif not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            return bad("bad_id", name, f"{name!r} is not a string or an integer: {kind}")
+        elif not value.strip():
+            return bad("bad_id", name, f"{name!r} is empty; found {value!r}")
+        else:
+            row["id"], problem = pool_text(value, name)
+            if problem is not None:
+                return bad(problem[0], name, problem[1])
+    if cfg.prompt_field not in record:
+        return bad("missing_field", cfg.prompt_field, f"missing field {cfg.prompt_field!r}")
     fields = {"prompt": cfg.prompt_field, "answer": cfg.answer_field, "reference": cfg.reference_field}
     for column, name in fields.items():
-        value = rec.record.get(name)
-        if column == "prompt" and name not in rec.record:
-            return row | {"problem": "missing_field", "column": name,
-                          "reason": f"missing field {name!r} ({rec.where})"}
-        if column == "prompt" and value is None:
-            return row | {"problem": "missing_prompt", "column": name,
-                          "reason": f"{name!r} is null ({rec.where})"}
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int, float))):
-            return row | {"problem": "not_text", "column": name,
-                          "reason": f"{name!r} is not text: {type(value).__name__} ({rec.where})"}
-        row[column] = None if value is None else str(value)
+        value = record.get(name)
+        if value is None:
+            if column == "prompt":
+                return bad("missing_prompt", name, f"{name!r} is null")
+            continue
+        # The prompt must be text as given; an answer or reference may be a number (72 -> "72").
+        if column != "prompt" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        row[column], problem = pool_text(value, name)
+        if problem is not None:
+            return bad(problem[0], name, problem[1])
     return row
 
 
-def _micro_rows(cfg: PrepareConfig, pool: str, n: int) -> list[dict[str, Any]]:
-    """n distinct micro-world problems with their gold solution and answer."""
+def _micro_rows(cfg: PrepareConfig, pool: str) -> list[dict[str, Any]]:
+    """`micro_problems` distinct micro-world problems with their gold solution and
+    answer. A larger count keeps the smaller count's problems (the same seeded draws)."""
+    n = cfg.micro_problems
     rng = random.Random(cfg.seed if pool == "main" else f"eval-{cfg.seed}")
     seen, rows = set(), []
     for _ in range(50 * n + 1000):  # the world holds far more than any n asked of it
@@ -198,50 +284,9 @@ def _micro_rows(cfg: PrepareConfig, pool: str, n: int) -> list[dict[str, Any]]:
         seen.add(problem.text)
         record = {"prompt": problem.text, "answer": str(problem.answer),
                   "reference": world.gold_solution(problem)}
-        rows.append({"pool": pool, "source": "micro", "where": f"problem {len(rows)}",
+        rows.append({"pool": pool, "source": "micro", "where": f"problem {len(rows)}", "id": None,
                      **record, "row": row_json(record), "problem": None, "reason": None, "column": None})
     return rows
-
-
-HF_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".csv": "csv"}
-
-
-def _hf_records(spec: str) -> list[PoolRecord]:
-    """Rows of a `datasets` dataset: "hf:<name>[:<split>]" or "hf:<name>:<config>:<split>".
-
-    <name> is a Hub dataset, a local folder of data files (splits from file
-    names, e.g. train-*.parquet), a folder written by `save_to_disk` (read with
-    `load_from_disk`), or one local data file (loaded as `data_files`)."""
-    import datasets  # slow to import: only when asked for
-
-    parts = spec[len("hf:"):].split(":")
-    if not parts[0] or len(parts) > 3:
-        raise ArtifactError(f"{spec}: expected 'hf:<name>[:<split>]' or 'hf:<name>:<config>:<split>'")
-    name = parts[0]
-    config = parts[1] if len(parts) == 3 else None
-    split = parts[-1] if len(parts) > 1 else "train"
-    if name in set(HF_BUILDERS.values()) | {"text", "arrow"}:
-        # load_dataset("parquet") without data_files would read whatever is in the cwd
-        raise ArtifactError(f"{spec}: name a folder or a data file, e.g. 'hf:data/pool.{name}'")
-    local = Path(name)
-    try:
-        if local.is_dir() and any((local / f).exists() for f in ("state.json", "dataset_dict.json")):
-            ds = datasets.load_from_disk(str(local))
-            if isinstance(ds, datasets.DatasetDict):
-                if split not in ds:
-                    raise ArtifactError(f"{spec}: no split {split!r} (have {', '.join(ds)})")
-                ds = ds[split]
-        elif local.is_file() and local.suffix.lower() in HF_BUILDERS:
-            ds = datasets.load_dataset(HF_BUILDERS[local.suffix.lower()], data_files={split: str(local)},
-                                       split=split)
-        else:
-            ds = datasets.load_dataset(name, config, split=split)
-    except ArtifactError:
-        raise
-    except Exception as e:  # datasets raises many kinds; the stage should say one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{spec}: could not load the dataset ({type(e).__name__}: {first})") from e
-    return [PoolRecord(f"row {i}", rec, row_json(rec)) for i, rec in enumerate(ds.to_list())]
 
 
 # ---------------------------------------------------------------- preparing
@@ -254,77 +299,75 @@ def prepare(cfg: PrepareConfig, schema) -> Prepared:
 
 def prepare_pool(pool: pl.DataFrame, cfg: PrepareConfig, schema) -> Prepared:
     """Normalise, quarantine, deduplicate, split, decontaminate (see the module doc)."""
-    reasons: Counter[str] = Counter()
+    _check_unique_ids(pool.filter(pl.col("id").is_not_null()).iter_rows(named=True))
+    reasons: dict[str, Counter[str]] = {"main": Counter(), "eval": Counter()}
+    first_reason: dict[str, str] = {}
     quarantined: list[dict[str, Any]] = []
 
     def quarantine(row: dict[str, Any], code: str, reason: str, column: str | None) -> None:
-        reasons[code] += 1
-        quarantined.append({"source_file": row["source"], "row_id": None, "column": column,
+        reasons[row["pool"]][code] += 1
+        first_reason.setdefault(row["pool"], reason)
+        quarantined.append({"source_file": row["source"], "row_id": row["id"], "column": column,
                             "reason": reason, "row": row["row"]})
 
-    kept: dict[str, list[dict[str, Any]]] = {"main": [], "eval": []}
-    duplicates: Counter[str] = Counter()
-    seen: dict[str, set[str]] = {"main": set(), "eval": set()}
+    usable: dict[str, list[dict[str, Any]]] = {"main": [], "eval": []}
     for row in pool.iter_rows(named=True):
         if row["problem"] is not None:
             quarantine(row, row["problem"], row["reason"], row["column"])
             continue
         prompt = normalize(row["prompt"])
         if not prompt:
-            where = f" ({row['where']})" if row["where"] else ""
-            quarantine(row, "empty_prompt", f"empty prompt after normalising{where}; "
+            quarantine(row, "empty_prompt", f"empty prompt after normalising ({row['where']}); "
                                             f"found {row['prompt']!r}", cfg.prompt_field)
             continue
-        row_id = stable_id(prompt)
-        if row_id in seen[row["pool"]]:
-            duplicates[row["pool"]] += 1  # the first copy is kept
+        if len(prompt) > cfg.max_prompt_chars:
+            quarantine(row, "prompt_too_long", f"prompt too long: {len(prompt)} characters after normalising, "
+                                               f"limit max_prompt_chars {cfg.max_prompt_chars} ({row['where']})",
+                       cfg.prompt_field)
             continue
-        seen[row["pool"]].add(row_id)
-        kept[row["pool"]].append({
-            "id": row_id,
-            "prompt": prompt,
-            "reference": _optional(row["reference"]),
-            "answer": _optional(row["answer"]),
-            "source": row["source"],
+        content = stable_id(prompt)
+        usable[row["pool"]].append({
+            "id": row["id"] or content, "hash": content, "prompt": prompt,
+            "reference": _optional(row["reference"]), "answer": _optional(row["answer"]),
+            "source": row["source"], "where": row["where"],
         })
+    for name, source in (("main", cfg.source), ("eval", cfg.eval_source)):
+        if source and not usable[name]:
+            _no_usable_prompt(source, pool.filter(pl.col("pool") == name).height, reasons[name],
+                              first_reason.get(name))
 
-    main, evals = kept["main"], kept["eval"]
-    random.Random(cfg.seed).shuffle(main)
-    random.Random(f"eval-{cfg.seed}").shuffle(evals)
-    if cfg.eval_source:
-        eval_rows, rest = evals[: cfg.n_eval], main
-        unused = len(evals) - len(eval_rows)
-    else:
-        wanted = cfg.n_meta + cfg.n_train + cfg.n_eval
-        n_eval = cfg.n_eval if len(main) >= wanted else cfg.n_eval * len(main) // max(wanted, 1)
-        eval_rows, rest = main[:n_eval], main[n_eval:]
-        unused = 0
+    main, main_duplicates = _dedupe(usable["main"])
+    evals, eval_duplicates = _dedupe(usable["eval"])
+    chosen: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    shares = {s: f for s, f in cfg.split.items() if s != "eval"} if cfg.eval_source else cfg.split
+    for row in main:
+        chosen[split_of(row["hash"], cfg.seed, shares)].append(row)
+    chosen["eval"] += evals
+    eval_prompts = [r["prompt"] for r in chosen["eval"]]
+    chosen["meta"], dropped_meta = decontaminate(chosen["meta"], eval_prompts, cfg.decontaminate_ngram)
+    chosen["train"], dropped_train = decontaminate(chosen["train"], eval_prompts, cfg.decontaminate_ngram)
+    _check_unique_ids(r for s in SPLITS for r in chosen[s])  # a pool id equal to another row's hash
 
-    clean, dropped = decontaminate(rest, [r["prompt"] for r in eval_rows], cfg.decontaminate_ngram)
-    n_meta, n_train = _sizes(len(clean), cfg.n_meta, cfg.n_train)
-    meta_rows, train_rows = clean[:n_meta], clean[n_meta : n_meta + n_train]
-    unused += len(clean) - n_meta - n_train
-
-    frames = {}
-    guard = []
-    for split, rows in (("meta", meta_rows), ("train", train_rows), ("eval", eval_rows)):
-        frame = pl.DataFrame([r | {"split": split} for r in rows],
+    frames, guard = {}, []
+    for split in SPLITS:
+        rows = sorted(chosen[split], key=lambda r: r["id"])  # the order of the pool leaves no trace
+        frame = pl.DataFrame([{c: r.get(c) for c in PROMPT_COLUMNS} | {"split": split} for r in rows],
                              schema={c: pl.String for c in PROMPT_COLUMNS})
         frames[split], bad = split_valid(frame, schema, path=cfg.source)
         guard.append(bad)
+    all_reasons = reasons["main"] + reasons["eval"]
     if sum(len(b) for b in guard):
-        reasons["schema"] += sum(len(b) for b in guard)
+        all_reasons["schema"] += sum(len(b) for b in guard)
 
     quarantine_df = pl.concat([quarantine_frame(quarantined), *guard])
     rows_in = pool.filter(pl.col("pool") == "main").height
     metrics: dict[str, Any] = {
         "rows_in": rows_in,
         "quarantined": quarantine_df.height,
-        "quarantined_by_reason": dict(sorted(reasons.items())),
-        "duplicates": duplicates["main"] + duplicates["eval"],
-        "decontaminated": dropped,
+        "quarantined_by_reason": dict(sorted(all_reasons.items())),
+        "duplicates": main_duplicates + eval_duplicates,
+        "decontaminated": dropped_meta + dropped_train,
         "decontaminate_ngram": cfg.decontaminate_ngram,
-        "unused": unused,
         **{split: frames[split].height for split in SPLITS},
     }
     if cfg.eval_source:
@@ -332,17 +375,47 @@ def prepare_pool(pool: pl.DataFrame, cfg: PrepareConfig, schema) -> Prepared:
     return Prepared(frames["meta"], frames["train"], frames["eval"], quarantine_df, metrics)
 
 
+def _check_unique_ids(rows) -> None:
+    """ArtifactError naming both rows of the first id that two rows share."""
+    first: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        other = first.setdefault(row["id"], row)
+        if other is row:
+            continue
+        if other["source"] == row["source"]:
+            raise ArtifactError(f"{row['source']}: duplicate id {row['id']!r} at {other['where']} and {row['where']}")
+        raise ArtifactError(f"{row['source']}: duplicate id {row['id']!r} at {row['where']}, "
+                            f"and at {other['where']} of {other['source']}")
+
+
+def _no_usable_prompt(source: str, n: int, reasons: Counter[str], first: str | None) -> None:
+    """Every row of a pool was quarantined (or there were none): say how many and why."""
+    if not n:
+        raise ArtifactError(f"{source}: the prompt pool is empty (0 rows read)")
+    counts = ", ".join(f"{code} {k}" for code, k in sorted(reasons.items()))
+    raise ArtifactError(f"{source}: no usable prompt: {n} row{'s' * (n != 1)} read, {n} quarantined "
+                        f"({counts}); the first: {first}")
+
+
+def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """(one row per content hash, how many copies were dropped). The copy kept is the
+    one with the smallest id, then the one with an answer and a reference, then the
+    smallest text: the choice does not depend on the order of the pool."""
+
+    def rank(row: dict[str, Any]) -> tuple:
+        return (row["id"], row["answer"] is None, row["reference"] is None,
+                row["prompt"], row["answer"] or "", row["reference"] or "")
+
+    best: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["hash"] not in best or rank(row) < rank(best[row["hash"]]):
+            best[row["hash"]] = row
+    return list(best.values()), len(rows) - len(best)
+
+
 def _optional(text: str | None) -> str | None:
     """Answers and references: stripped; blank is absent."""
     return text.strip() or None if text is not None else None
-
-
-def _sizes(available: int, n_meta: int, n_train: int) -> tuple[int, int]:
-    """(meta, train) sizes: as asked, or scaled down in proportion when short."""
-    if available >= n_meta + n_train:
-        return n_meta, n_train
-    meta = min(n_meta, round(available * n_meta / max(n_meta + n_train, 1)))
-    return meta, min(n_train, available - meta)
 
 
 def decontaminate(rows: list[dict[str, Any]], eval_prompts: list[str], n: int) -> tuple[list[dict[str, Any]], int]:
