@@ -36,7 +36,7 @@ def policy(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def meta_prompts():
-    return prepare(PrepareConfig(n_meta=6, n_train=1, n_eval=1, decontaminate_ngram=0), Prompts).meta
+    return prepare(PrepareConfig(micro_problems=6, split={"meta": 1.0}, decontaminate_ngram=0), Prompts).meta
 
 
 def test_corpus_rows_by_source_with_oracle_feedback(policy, meta_prompts):
