@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup run test test-vllm bench clean
+.PHONY: setup run results test test-vllm bench clean
 
 setup: $(VENV)/.installed
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
 	@echo "Results: data/ (artifacts), metrics/ (dvc metrics show), plots/ (dvc plots show)"
+
+# The README's results table, rewritten from this checkout's metrics/report.json.
+results: setup
+	$(BIN)/honing results --update README.md
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pytest -m "not vllm" -q

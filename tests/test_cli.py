@@ -114,3 +114,21 @@ def test_honing_serve_answers_with_faults_and_stops_on_interrupt(tmp_path):
     outcomes = Counter(json.loads(entry)["outcome"] for entry in log.read_text().splitlines())
     assert outcomes["ok"] == 30 and outcomes["rate_limit"] > 0 and outcomes["server_error"] > 0
     assert backend.retry_counts["rate_limit"] == outcomes["rate_limit"]
+
+
+def test_results_prints_and_writes_the_table(tmp_path, capsys):
+    from honing.results import BEGIN, END
+
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({
+        "checkpoints": ["base"], "accuracy_per_round": {"base": [0.5, 0.75]}, "fixed": {"base": 3},
+        "broken": {"base": 1}, "critic_recall_wrong": {"base": 0.9}, "critic_false_alarm_rate": {"base": 0.1}}))
+    assert main(["results", "--report", str(report)]) == 0
+    table = capsys.readouterr().out.strip()
+    assert table.splitlines()[-1] == "| base | 0.500 | 0.750 | 3 / 1 | 0.90 | 0.10 |"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{BEGIN}\nold\n{END}\n")
+    assert main(["results", "--report", str(report), "--update", str(readme)]) == 0
+    assert readme.read_text() == f"# x\n{BEGIN}\n{table}\n{END}\n"
+    assert main(["results", "--report", str(tmp_path / "missing.json")]) == 1
+    assert "missing.json: no such file" in capsys.readouterr().err

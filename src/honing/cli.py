@@ -1,4 +1,4 @@
-"""The `honing` command: `honing cache stats|prune`, `honing spend`, `honing serve`, and room for more.
+"""The `honing` command: `honing cache stats|prune`, `honing spend`, `honing serve`, `honing results`.
 
 Each subcommand is a function that adds its parser to `COMMANDS`; the parser's
 `run` default is called with the parsed arguments and returns the exit status.
@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from honing.calls.backends.base import BackendError
+from honing.errors import HoningError
 
 # name -> function(subparsers) that adds the subcommand's parser (other modules may add theirs)
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], None]] = {}
@@ -181,6 +181,35 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- honing results ---------------------------------------------------------------------
+
+
+@command("results")
+def _add_results(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("results", help="the results table of a run (from metrics/report.json)")
+    parser.add_argument("--report", default="metrics/report.json", help="the report stage's metrics file")
+    parser.add_argument("--update", metavar="README", help="write the table into this file's results block")
+    parser.set_defaults(run=_results)
+
+
+def _results(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from honing.results import results_table, update_block
+
+    report = Path(args.report)
+    if not report.is_file():
+        raise HoningError(f"{report}: no such file (run the pipeline first: `dvc repro`)")
+    table = results_table(json.loads(report.read_text()))
+    if args.update is None:
+        print(table)
+        return 0
+    readme = Path(args.update)
+    readme.write_text(update_block(readme.read_text(), table))
+    print(f"{readme}: results block written from {report}")
+    return 0
+
+
 # ---- entry point ------------------------------------------------------------------------
 
 
@@ -196,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (BackendError, ValueError) as err:  # errors meant for people: one line, no traceback
+    except (HoningError, ValueError) as err:  # errors meant for people: one line, no traceback
         print(f"honing {args.command}: {err}", file=sys.stderr)
         return 1
 
