@@ -44,6 +44,9 @@ def subprocess_env(cache_dir: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["HONING_CACHE_DIR"] = str(cache_dir)
+    # The library from the project copy the subprocess runs in (its cwd), not from the
+    # editable install's checkout: what dvc.yaml hashes is then what runs.
+    env["PYTHONPATH"] = os.pathsep.join(["src", *filter(None, [env.get("PYTHONPATH")])])
     env.pop("HONING_DEBUG", None)
     env.update({"NO_COLOR": "1", "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1", **extra})
     return env
