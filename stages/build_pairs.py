@@ -8,6 +8,7 @@ from schemas.prompts import Prompts
 from schemas.refinements import Refinements
 from stages._outputs import write_metrics
 from stages._params import load_params, main, stage_block, to_config
+from stages._tasks import stage_tasks
 
 STAGE = "build_pairs"
 
@@ -18,7 +19,8 @@ def run(argv: list[str]) -> None:
     cfg = to_config(PairsConfig, stage_block(params, STAGE, iteration), STAGE)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
-    pairs = build_pairs(refinements, prompts, PromptSet(params["templates"]), cfg, iteration)
+    pairs = build_pairs(refinements, prompts, PromptSet(params["templates"]), cfg, iteration,
+                        tasks=stage_tasks(prompts))
     write_artifact(pairs, f"data/{iteration}/build_pairs/pairs.parquet", PreferencePairs)
     write_metrics(f"metrics/{iteration}/build_pairs.json", {
         "pairs": pairs.height,

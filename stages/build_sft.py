@@ -9,6 +9,7 @@ from schemas.refinements import Refinements
 from schemas.sft import SFTRecords
 from stages._outputs import write_metrics
 from stages._params import load_params, main, stage_block, to_config
+from stages._tasks import stage_tasks
 
 STAGE = "build_sft"
 
@@ -20,7 +21,8 @@ def run(argv: list[str]) -> None:
     filtered = read_artifact(f"data/{iteration}/filter/filtered.parquet", Filtered)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
-    records = iteration_records(filtered, refinements, prompts, PromptSet(params["templates"]), cfg, iteration)
+    records = iteration_records(filtered, refinements, prompts, PromptSet(params["templates"]), cfg, iteration,
+                                tasks=stage_tasks(prompts))
     write_artifact(records, f"data/{iteration}/build_sft/sft.parquet", SFTRecords)
     by_kind = dict(records.group_by("kind").len().sort("kind").iter_rows())
     write_metrics(f"metrics/{iteration}/build_sft.json", {"records": records.height, "by_kind": by_kind})

@@ -14,6 +14,7 @@ from schemas.prompts import Prompts
 from schemas.refinements import Refinements
 from stages._outputs import write_metrics
 from stages._params import load_params, main, stage_block, to_config
+from stages._tasks import stage_tasks
 
 STAGE = "filter"
 
@@ -23,7 +24,7 @@ def run(argv: list[str]) -> None:
     cfg = to_config(FilterConfig, stage_block(load_params(STAGE, iteration), STAGE, iteration), STAGE)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
-    filtered = filter_answers(final_answers(refinements), prompts, cfg, iteration)
+    filtered = filter_answers(final_answers(refinements), prompts, cfg, iteration, tasks=stage_tasks(prompts))
     write_artifact(filtered, f"data/{iteration}/filter/filtered.parquet", Filtered)
     write_metrics(f"metrics/{iteration}/filter.json", filter_metrics(filtered))
 

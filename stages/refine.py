@@ -7,11 +7,13 @@ from honing.method.prompts import PromptSet
 from honing.method.refine import RefineConfig, refine_rounds
 from schemas.candidates import Candidates
 from schemas.feedback import Feedback
+from schemas.prompts import Prompts
 from schemas.refinements import Refinements
-from stages._critics import make_stage_critic
+from stages._critics import feedback_plan, make_stage_critic
 from stages._models import call_figures, make_role
 from stages._outputs import write_metrics
 from stages._params import iteration_init, load_params, main, stage_block, to_config
+from stages._tasks import stage_tasks
 
 STAGE = "refine"
 
@@ -21,14 +23,18 @@ def run(argv: list[str]) -> None:
     params = load_params(STAGE, iteration)
     block = stage_block(params, STAGE, iteration)
     critic_spec = block.pop("critic", {"backend": "self"})
-    cfg = to_config(RefineConfig, {**block, "feedback_format": params["feedback_format"]}, STAGE)
+    cfg = to_config(RefineConfig, block, STAGE)
     candidates = read_artifact(f"data/{iteration}/generate/candidates.parquet", Candidates)
     feedback = read_artifact(f"data/{iteration}/critique/feedback.parquet", Feedback)
+    prompts = read_artifact("data/prepare/train.parquet", Prompts)
+    tasks = stage_tasks(prompts, candidates["prompt_id"])
+    plan = feedback_plan(params, critic_spec, tasks, mode=cfg.mode)
     rows = feedback.join(candidates.select("id", "prompt", "model"), on="id", how="left", maintain_order="left")
     name = f"{STAGE}@{iteration}"
     policy = make_role("policy", params, stage=name, model=iteration_init(params, iteration))
-    critic = make_stage_critic(params, critic_spec, policy, stage=name)
-    refinements = refine_rounds(rows, policy, critic, PromptSet(params["templates"]), cfg, iteration)
+    critic = make_stage_critic(params, critic_spec, policy, stage=name, plan=plan)
+    refinements = refine_rounds(rows, policy, critic, PromptSet(params["templates"]), cfg, iteration,
+                                parse=plan.parse, splice=plan.splice)
     write_artifact(refinements, f"data/{iteration}/refine/refinements.parquet", Refinements)
     per_round = refinements.group_by("round").agg(
         pl.len().alias("rows"), (pl.col("verdict") == "correct").sum().alias("judged_correct")).sort("round")

@@ -1,6 +1,7 @@
 import pytest
 
-from honing.method.feedback import parse_check, parse_feedback, parse_srt
+from honing.method.feedback import parse_srt
+from honing.tasks.micro import parse_check
 
 WRONG = ("Step 1 : 39 + 3 : ones 9 + 3 = 12 carry 1 ; tens 3 + 1 = 4 ; gives 42 ; claims 42 ok ; "
          "Step 2 : 42 - 5 : ones 12 - 5 = 7 borrow 1 ; tens 4 - 1 = 3 ; gives 37 ; claims 47 no ; "
@@ -60,7 +61,3 @@ def test_srt_edge_cases_are_unparsed_with_reason(text, reason):
     fb = parse_srt(text)
     assert fb.verdict == "unparsed" and reason in fb.parse_error
 
-
-def test_unknown_format_is_an_error():
-    with pytest.raises(ValueError, match="unknown feedback format 'xml'"):
-        parse_feedback("x", "xml")

@@ -1,12 +1,8 @@
 import polars as pl
 
-from honing.method.filters import (
-    FilterConfig,
-    extract_answer,
-    filter_answers,
-    filter_metrics,
-    rule_correct,
-)
+from honing.method.filters import FilterConfig, filter_answers, filter_metrics
+from honing.tasks.families import load_tasks
+from honing.tasks.reference import extract_answer, rule_correct
 
 
 def test_extract_answer():
@@ -33,11 +29,13 @@ def finals():
     })
 
 
-PROMPTS = pl.DataFrame({"id": ["p1", "p2", "p3"], "answer": ["7", "5", None]})
+PROMPTS = pl.DataFrame({"id": ["p1", "p2", "p3"], "answer": ["7", "5", None], "task": ["reference"] * 3,
+                        "metadata": [None] * 3})
+TASKS = load_tasks(["reference"])
 
 
 def test_every_row_is_kept_with_a_reason():
-    out = filter_answers(finals(), PROMPTS, FilterConfig(min_score=5), "it1")
+    out = filter_answers(finals(), PROMPTS, FilterConfig(min_score=5), "it1", tasks=TASKS)
     assert out.height == 5
     reasons = dict(zip(out["id"].to_list(), out["reason"].to_list()))
     assert reasons["p1:0"] is None
@@ -52,6 +50,6 @@ def test_every_row_is_kept_with_a_reason():
 
 
 def test_require_reference_drops_unreferenced_prompts():
-    out = filter_answers(finals(), PROMPTS, FilterConfig(require_reference=True), "it1")
+    out = filter_answers(finals(), PROMPTS, FilterConfig(require_reference=True), "it1", tasks=TASKS)
     assert out.filter(pl.col("id") == "p3:0")["reason"].to_list() == [
         "no_reference: the prompt has no reference answer"]

@@ -21,6 +21,8 @@ def prompts(n: int = 4) -> pl.DataFrame:
         "prompt": [f"Ann has {i} coins ." for i in range(n)],
         "reference": [None] * n,
         "answer": [str(i) for i in range(n)],
+        "task": ["micro"] * n,
+        "metadata": [None] * n,
         "source": ["micro"] * n,
         "split": ["train"] * n,
     })
@@ -77,7 +79,7 @@ def test_read_a_file_that_is_not_parquet(tmp_path):
 
 
 def test_write_round_trips_in_schema_column_order(tmp_path):
-    df = prompts().select(["split", "answer", "id", "prompt", "source", "reference"])
+    df = prompts().select(["split", "answer", "metadata", "id", "prompt", "source", "task", "reference"])
     path = tmp_path / "deep" / "train.parquet"
     write_artifact(df, path, Prompts)
     back = read_artifact(path, Prompts)

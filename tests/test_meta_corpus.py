@@ -5,16 +5,20 @@ import pytest
 
 from honing.artifacts.prepare import PrepareConfig, prepare
 from honing.calls.roles import Role
-from honing.method.critique import OracleCritic
+from honing.method.critique import RuleCritic
 from honing.method.feedback import unparsed
 from honing.method.meta_corpus import MetaCorpusConfig, build_meta_corpus
 from honing.method.prompts import PromptSet
 from honing.micro import tinymodel
+from honing.tasks import micro
+from honing.tasks.families import load_tasks
 from schemas.meta_corpus import MetaCorpus
 from schemas.prompts import Prompts
 from schemas.quarantine import Quarantine
 
 TEMPLATES = PromptSet(Path(__file__).parents[1] / "prompts" / "micro")
+TASKS = load_tasks(["micro"])
+ORACLE = RuleCritic(micro.check)  # the micro world's rule oracle
 
 
 class HalfUnreadableCritic:
@@ -23,7 +27,7 @@ class HalfUnreadableCritic:
     name = "half-unreadable"
 
     def critique(self, prompts, responses):
-        out = OracleCritic().critique(prompts, responses)
+        out = ORACLE.critique(prompts, responses)
         return [(text if i % 2 else "garbled", fb if i % 2 else unparsed("no verdict"))
                 for i, (text, fb) in enumerate(out)]
 
@@ -41,7 +45,7 @@ def meta_prompts():
 
 def test_corpus_rows_by_source_with_oracle_feedback(policy, meta_prompts):
     cfg = MetaCorpusConfig(num_samples=1, max_tokens=8, gold_critiques=3, noise_critiques=4)
-    corpus, quarantine = build_meta_corpus(meta_prompts, policy, OracleCritic(), TEMPLATES, cfg)
+    corpus, quarantine = build_meta_corpus(meta_prompts, policy, ORACLE, TEMPLATES, cfg, tasks=TASKS)
     MetaCorpus.validate(corpus)
     counts = dict(corpus.group_by("response_source").len().iter_rows())
     assert counts == {"policy_greedy": 6, "policy_sampled": 6, "gold": 3, "noise": 4}
@@ -55,7 +59,7 @@ def test_corpus_rows_by_source_with_oracle_feedback(policy, meta_prompts):
 
 def test_unreadable_feedback_is_quarantined_with_its_reason(policy, meta_prompts):
     cfg = MetaCorpusConfig(num_samples=0, max_tokens=8, gold_critiques=0, noise_critiques=0)
-    corpus, quarantine = build_meta_corpus(meta_prompts, policy, HalfUnreadableCritic(), TEMPLATES, cfg)
+    corpus, quarantine = build_meta_corpus(meta_prompts, policy, HalfUnreadableCritic(), TEMPLATES, cfg, tasks=TASKS)
     Quarantine.validate(quarantine)
     assert corpus.height + quarantine.height == 6
     assert quarantine.height == 3

@@ -1,7 +1,7 @@
 import random
 
-from honing.method.feedback import parse_check
 from honing.micro import oracle, world
+from honing.tasks.micro import parse_check
 
 P = world.Problem(39, (("+", 3), ("-", 5)), "Ann has 39 coins . Ann gets 3 more . Ann loses 5 . How many coins now ?")
 

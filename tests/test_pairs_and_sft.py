@@ -10,9 +10,12 @@ from honing.method.sft import (
     iteration_records,
     meta_records,
 )
+from honing.tasks.families import load_tasks
 
 TEMPLATES = PromptSet(Path(__file__).parents[1] / "prompts" / "micro")
-PROMPTS = pl.DataFrame({"id": ["p1", "p2"], "prompt": ["q1", "q2"], "answer": ["7", "5"]})
+PROMPTS = pl.DataFrame({"id": ["p1", "p2"], "prompt": ["q1", "q2"], "answer": ["7", "5"], "task": ["micro"] * 2,
+                        "metadata": [None] * 2})
+TASKS = load_tasks(["micro"])
 
 
 def refinements():
@@ -30,7 +33,7 @@ def refinements():
 
 
 def test_pairs_chosen_best_rejected_worst_with_margin():
-    pairs = build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(), "it1")
+    pairs = build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(), "it1", tasks=TASKS)
     # p2 has only correct answers: no pair; p1: the refinement beats a wrong answer
     assert pairs["prompt_id"].to_list() == ["p1"]
     row = pairs.row(0, named=True)
@@ -41,8 +44,9 @@ def test_pairs_chosen_best_rejected_worst_with_margin():
 
 
 def test_pairs_margin_threshold():
-    assert build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(min_margin=2.0), "it1").height == 0
-    by_score = build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(signal="score", min_margin=5), "it1")
+    assert build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(min_margin=2.0), "it1", tasks=TASKS).height == 0
+    by_score = build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(signal="score", min_margin=5), "it1",
+                           tasks=TASKS)
     assert by_score["margin"].to_list() == [7.0]
 
 
@@ -52,7 +56,7 @@ def test_iteration_records_answers_and_agreeing_feedback():
         "prompt": ["q1", "q1", "q2", "q2"], "response": ["Answer : 7", "Answer : 9", "Answer : 5", "Answer : 5"],
         "kept": [True, False, True, False], "correct": [True, False, True, True],
     })
-    recs = iteration_records(filtered, refinements(), PROMPTS, TEMPLATES, BuildSFTConfig(), "it1")
+    recs = iteration_records(filtered, refinements(), PROMPTS, TEMPLATES, BuildSFTConfig(), "it1", tasks=TASKS)
     answers = recs.filter(pl.col("kind") == "answer")
     assert answers["source_id"].to_list() == ["p1:0", "p2:0"]
     feedback = recs.filter(pl.col("kind") == "feedback")

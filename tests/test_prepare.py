@@ -640,8 +640,12 @@ def test_stage_failure_is_one_line_and_writes_nothing(tmp_path, params, pool, er
     root = stage_dir(tmp_path, params)
     if pool is not None:
         (root / "pool.jsonl").write_text(pool)
+    metrics = root / "metrics" / "prepare.json"  # the default run's, committed
+    committed = metrics.read_bytes() if metrics.exists() else None
     done = run_stage(root)
     assert done.returncode == 1
     assert done.stderr.startswith(error), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-    assert not (root / "data").exists() and not (root / "metrics").exists()
+    # data/ and metrics/ hold tracked files (.gitignore files, the default run's metrics): none written
+    assert not (root / "data" / "prepare").exists()
+    assert (metrics.read_bytes() if metrics.exists() else None) == committed

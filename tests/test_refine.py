@@ -1,7 +1,7 @@
-from honing.method.feedback import parse_check, unparsed
+from honing.method.feedback import unparsed
 from honing.method.filters import final_answers
-from honing.method.refine import corrected_prefix
 from honing.micro import oracle, world
+from honing.tasks.micro import corrected_prefix, parse_check, splice
 
 P = world.Problem(39, (("+", 3), ("-", 5), ("+", 4)),
                   "Ann has 39 coins . Ann gets 3 more . Ann loses 5 . Ann finds 4 more . How many coins now ?")
@@ -41,3 +41,11 @@ def test_final_answers_take_the_last_round():
     rows = pl.DataFrame({"candidate_id": ["a", "a", "b"], "round": [0, 1, 0], "response": ["x", "y", "z"]})
     out = final_answers(rows).sort("candidate_id")
     assert out["response"].to_list() == ["y", "z"]
+
+
+def test_splice_marks_a_fixed_answer_line_as_complete():
+    wrong_step = "Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 47 ; Step 3 : 47 + 4 = 51 ; Answer : 51"
+    wrong_line = "Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 37 ; Step 3 : 37 + 4 = 41 ; Answer : 40"
+    assert splice(wrong_step, fb_for(wrong_step)) == ("Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 37", False)
+    assert splice(wrong_line, fb_for(wrong_line)).complete
+    assert splice(wrong_step, unparsed("x")) is None

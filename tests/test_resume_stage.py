@@ -54,10 +54,12 @@ def prompt_pool(count: int) -> pl.DataFrame:
         "prompt": texts,
         "reference": [None] * count,
         "answer": [str(i + i % 7 + 1) for i in range(count)],
+        "task": ["reference"] * count,
+        "metadata": [None] * count,
         "source": ["test"] * count,
         "split": ["train"] * count,
     }, schema={"id": pl.String, "prompt": pl.String, "reference": pl.String, "answer": pl.String,
-               "source": pl.String, "split": pl.String})
+               "task": pl.String, "metadata": pl.String, "source": pl.String, "split": pl.String})
 
 
 def make_stage_dir(root: Path, policy: dict, pool: pl.DataFrame) -> Path:

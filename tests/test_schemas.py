@@ -36,7 +36,7 @@ def msg(role: str, content: str | None) -> list[dict]:
 
 VALID = {
     Prompts: {"id": "p1", "prompt": "Ann has 3 coins .", "reference": "Step 1 : ...", "answer": "3",
-              "source": "micro", "split": "train"},
+              "task": "micro", "metadata": None, "source": "micro", "split": "train"},
     MetaCorpus: {"id": "m1", "prompt_id": "p1", "prompt": "q", "response": "r", "response_source": "gold",
                  "feedback": "f", "verdict": "correct", "score": 9, "weaknesses": "", "suggestions": "",
                  "refinement": "r", "critic": "oracle", "policy": "base", "iteration": "meta"},
@@ -119,6 +119,8 @@ BROKEN = [
     (Prompts, {"prompt": None}, "prompt", "missing prompt (check not null)"),
     (Prompts, {"split": "test"}, "split", "unknown split (check one of 'meta', 'train', 'eval'); found 'test'"),
     (Prompts, {"source": ""}, "source", "empty source"),
+    (Prompts, {"task": None}, "task", "missing task"),
+    (Prompts, {"task": "Reasoning Gym"}, "task", "task failed str_matches"),
     # meta corpus
     (MetaCorpus, {"response_source": "human"}, "response_source", "unknown response_source"),
     (MetaCorpus, {"verdict": "unparsed"}, "verdict", "unknown verdict (check one of 'correct', 'incorrect')"),
@@ -193,6 +195,7 @@ def test_constraint_failure_names_file_row_and_column(schema, changes, column, w
 
 @pytest.mark.parametrize("schema, changes", [
     (Prompts, {"reference": None, "answer": None}),
+    (Prompts, {"task": "reasoning_gym:chain_sum", "metadata": '{"answer": "3"}'}),
     (Candidates, {"response": ""}),
     (Feedback, {"verdict": "unparsed", "parse_error": "no verdict", "score": None}),
     (Filtered, {"correct": False, "kept": False, "reason": "wrong answer"}),

@@ -73,7 +73,8 @@ def test_runtime_figures_go_beside_the_metrics_file(tmp_path, monkeypatch):
 
 
 def test_critic_calls_reach_the_figures_only_for_a_critic_with_its_own_model():
-    from honing.method.critique import OracleCritic
+    from honing.method.critique import RuleCritic
+    from honing.tasks.micro import check
 
     policy = SimpleNamespace(metrics=lambda: {"cost_usd": 0.0}, runtime=lambda: {"seconds": 1})
     served = SimpleNamespace(role=SimpleNamespace(metrics=lambda: {"cost_usd": 1.5}, runtime=lambda: {"seconds": 2}))
@@ -81,7 +82,7 @@ def test_critic_calls_reach_the_figures_only_for_a_critic_with_its_own_model():
                                             {"calls": {"seconds": 1}, "critic_calls": {"seconds": 2}})
     assert call_figures(policy, SimpleNamespace(role=policy)) == ({"calls": {"cost_usd": 0.0}},
                                                                   {"calls": {"seconds": 1}})
-    assert call_figures(policy, OracleCritic())[0] == {"calls": {"cost_usd": 0.0}}
+    assert call_figures(policy, RuleCritic(check))[0] == {"calls": {"cost_usd": 0.0}}
 
 
 # ---- budgets: bad settings name where they sit in params.yaml -------------------------
@@ -89,16 +90,18 @@ def test_critic_calls_reach_the_figures_only_for_a_critic_with_its_own_model():
 
 def test_a_bad_critic_price_names_its_block_and_a_bad_run_cap_its_key(tmp_path):
     from honing.calls.ledger import CostSettingError
+    from honing.method.feedback import FeedbackPlan, parse_srt
     from stages._critics import make_stage_critic
     from stages._models import run_cap
 
-    params = {"templates": "prompts/micro", "feedback_format": "check",
+    params = {"templates": "prompts/srt",
               "critic": {"backend": "openai", "model": "m", "price": {"input_per_mtok": "cheap"}}}
+    plan = FeedbackPlan(parse_srt)
     with pytest.raises(CostSettingError, match=r"^params.yaml `critic.price`: input_per_mtok must be a number"):
-        make_stage_critic(params, params["critic"], policy=None, stage="meta_corpus")
+        make_stage_critic(params, params["critic"], policy=None, stage="meta_corpus", plan=plan)
     spec = {"backend": "openai", "model": "m", "price": {"output_per_mtok": -1}}
     with pytest.raises(CostSettingError, match=r"^params.yaml `refine.critic.price`: output_per_mtok must be >= 0"):
-        make_stage_critic(params, spec, policy=None, stage="refine@it2")
+        make_stage_critic(params, spec, policy=None, stage="refine@it2", plan=plan)
 
     path = tmp_path / "params.yaml"
     path.write_text("max_cost_usd: 2.5\n")

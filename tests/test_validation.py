@@ -19,6 +19,8 @@ def prompts(n: int = 3, **columns) -> pl.DataFrame:
         "prompt": [f"prompt {i}" for i in range(n)],
         "reference": [None] * n,
         "answer": [str(i) for i in range(n)],
+        "task": ["reference"] * n,
+        "metadata": [None] * n,
         "source": ["test"] * n,
         "split": ["train"] * n,
     }
@@ -88,7 +90,8 @@ def test_lossy_float_to_int_is_not_a_conversion():
 
 def test_duplicate_ids_name_every_row_holding_them():
     e = error(prompts(id=["a", "b", "a", "b", "a"], prompt=list("vwxyz"), answer=list("12345"),
-                      reference=[None] * 5, source=["s"] * 5, split=["eval"] * 5))
+                      reference=[None] * 5, task=["reference"] * 5, metadata=[None] * 5, source=["s"] * 5,
+                      split=["eval"] * 5))
     text = str(e)
     assert f"{PATH}: row id 'a' column 'id': duplicate id (check unique); found 'a' in rows 0, 2, 4" in text
     assert f"{PATH}: row id 'b' column 'id': duplicate id (check unique); found 'b' in rows 1, 3" in text

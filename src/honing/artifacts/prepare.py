@@ -1,7 +1,7 @@
 """prepare: prompt pools in, meta/train/eval prompt sets out.
 
-    load_pool     read the source (the micro world, a local file, a `datasets`
-                  dataset) into one frame of raw rows; rows that cannot be used
+    load_pool     read the source (the micro world, reasoning-gym tasks, a local
+                  file, a `datasets` dataset) into one frame of raw rows; rows that cannot be used
                   as read (not UTF-8, bad JSON, a prompt that is not a string, a
                   bad id) are kept and marked with the reason
     prepare_pool  normalise, quarantine empty and over-long prompts, deduplicate
@@ -16,6 +16,11 @@ compare the whitespace-collapsed text (`collapse`), so "a  b" and "a\\nb" are on
 prompt; of its copies the one with the smallest id is kept, whatever their order.
 A row's id is the pool's own (`id_field`, a string or an integer) where it has
 one, else the content hash.
+
+Each row names its task family in `task` and keeps what the family's verifier
+needs in `metadata` (`honing.tasks`): "micro" rows come from the micro world,
+"reasoning_gym:<task>" rows from the gym (the item as JSON), and rows of files
+and `datasets` are "reference" rows, checked against their answer.
 
 The split is decided per prompt: u = sha256("<seed>:<content hash>") / 2**256
 falls in meta, train or eval by the cumulative `split` fractions. Adding rows
@@ -52,10 +57,10 @@ import polars as pl
 
 from honing.artifacts.io import POOL_SUFFIXES, PoolRecord, pool_text, read_hf_pool, read_pool
 from honing.artifacts.validation import ArtifactError, quarantine_frame, row_json, split_valid
-from honing.micro import world
+from honing.tasks import micro, reasoning_gym
 
 SPLITS = ("meta", "train", "eval")
-PROMPT_COLUMNS = ["id", "prompt", "reference", "answer", "source", "split"]  # schemas.prompts.Prompts
+PROMPT_COLUMNS = ["id", "prompt", "reference", "answer", "task", "metadata", "source", "split"]  # schemas.prompts
 
 # load_pool's frame: one row per source record, usable or not
 POOL_COLUMNS = {
@@ -66,6 +71,8 @@ POOL_COLUMNS = {
     "prompt": pl.String,
     "answer": pl.String,
     "reference": pl.String,
+    "task": pl.String,  # the task family, e.g. "micro", "reasoning_gym:chain_sum"
+    "metadata": pl.String,  # what its verifier needs, as JSON text, or null
     "row": pl.String,  # the record as JSON text (or its raw line)
     "problem": pl.String,  # why the row cannot be used (a metrics key), else null
     "reason": pl.String,  # ... in words
@@ -77,10 +84,11 @@ POOL_COLUMNS = {
 class PrepareConfig:
     """How to build the prompt sets (params.yaml `prepare:`).
 
-    source: "micro" (generate the micro world), a local .jsonl/.json/.parquet/.csv
-        file, or "hf:<name>[:<split>]" / "hf:<name>:<config>:<split>" for
-        `datasets` (a Hub name; a local folder of data files, or one written by
-        `save_to_disk`; a local data file).
+    source: "micro" (generate the micro world), "reasoning_gym" (the tasks of the
+        `reasoning_gym` block, mixed by weight) or "reasoning_gym:<task>" (one),
+        a local .jsonl/.json/.parquet/.csv file, or "hf:<name>[:<split>]" /
+        "hf:<name>:<config>:<split>" for `datasets` (a Hub name; a local folder of
+        data files, or one written by `save_to_disk`; a local data file).
     prompt_field / answer_field / reference_field: the source's field names.
         The prompt must be a string; answer and reference may be absent (null),
         and numbers there become their text (GSM8K-style int answers).
@@ -96,6 +104,8 @@ class PrepareConfig:
     decontaminate_ngram: n for word n-gram decontamination against eval;
         0 matches exact (normalised, case-folded) prompts only.
     min_steps / max_steps: micro-world problem length.
+    reasoning_gym: {size: items drawn, tasks: {<task>: {weight: w, <the task's
+        config fields>...}}}; items are seeded by `seed` (the eval pool's by seed + 1).
     """
 
     source: str = "micro"
@@ -111,6 +121,7 @@ class PrepareConfig:
     decontaminate_ngram: int = 8
     min_steps: int = 2
     max_steps: int = 4
+    reasoning_gym: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         for name, low in (("micro_problems", 1), ("max_prompt_chars", 1), ("decontaminate_ngram", 0)):
@@ -120,6 +131,11 @@ class PrepareConfig:
         if not 1 <= self.min_steps <= self.max_steps:
             raise ValueError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
         object.__setattr__(self, "split", _fractions(self.split, self.eval_source is not None))
+        gym = self.reasoning_gym
+        if not isinstance(gym, Mapping) or set(gym) - {"size", "tasks"}:
+            raise ValueError(f"reasoning_gym must be a block with keys size and tasks, got {gym!r}")
+        if not isinstance(gym.get("tasks") or {}, Mapping):
+            raise ValueError(f"reasoning_gym.tasks must map task names to options, got {gym['tasks']!r}")
 
 
 def _fractions(split: Any, eval_source: bool) -> dict[str, float]:
@@ -211,13 +227,15 @@ def load_pool(cfg: PrepareConfig) -> pl.DataFrame:
 def _load_source(source: str, cfg: PrepareConfig, pool: str) -> list[dict[str, Any]]:
     if source == "micro":
         return _micro_rows(cfg, pool)
+    if source.partition(":")[0] == "reasoning_gym":
+        return _gym_rows(source, cfg, pool)
     if source.startswith("hf:"):
         records = read_hf_pool(source)
     elif Path(source).suffix.lower() in POOL_SUFFIXES:
         records = read_pool(source)
     else:
-        raise ArtifactError(f"{source}: unknown prompt source (expected 'micro', a file ending in "
-                            f"{', '.join(POOL_SUFFIXES)}, or 'hf:<name>[:<split>]')")
+        raise ArtifactError(f"{source}: unknown prompt source (expected 'micro', 'reasoning_gym[:<task>]', "
+                            f"a file ending in {', '.join(POOL_SUFFIXES)}, or 'hf:<name>[:<split>]')")
     if not records:
         raise ArtifactError(f"{source}: the prompt pool is empty (0 rows read)")
     readable = [r.record for r in records if r.record is not None]
@@ -229,8 +247,9 @@ def _load_source(source: str, cfg: PrepareConfig, pool: str) -> list[dict[str, A
 
 
 def _pool_row(rec: PoolRecord, cfg: PrepareConfig, pool: str, source: str) -> dict[str, Any]:
-    row = {"pool": pool, "source": source, "where": rec.where, "row": rec.raw, "id": None,
-           "prompt": None, "answer": None, "reference": None, "problem": None, "reason": None, "column": None}
+    row = {"pool": pool, "source": source, "where": rec.where, "row": rec.raw, "id": None, "prompt": None,
+           "answer": None, "reference": None, "task": "reference", "metadata": None, "problem": None,
+           "reason": None, "column": None}
     if rec.record is None:
         return row | {"problem": rec.problem, "reason": f"{rec.error} ({rec.where})"}
 
@@ -272,21 +291,27 @@ def _pool_row(rec: PoolRecord, cfg: PrepareConfig, pool: str, source: str) -> di
 def _micro_rows(cfg: PrepareConfig, pool: str) -> list[dict[str, Any]]:
     """`micro_problems` distinct micro-world problems with their gold solution and
     answer. A larger count keeps the smaller count's problems (the same seeded draws)."""
-    n = cfg.micro_problems
     rng = random.Random(cfg.seed if pool == "main" else f"eval-{cfg.seed}")
-    seen, rows = set(), []
-    for _ in range(50 * n + 1000):  # the world holds far more than any n asked of it
-        if len(rows) == n:
-            break
-        problem = world.make_problem(rng, cfg.min_steps, cfg.max_steps)
-        if problem.text in seen:
-            continue
-        seen.add(problem.text)
-        record = {"prompt": problem.text, "answer": str(problem.answer),
-                  "reference": world.gold_solution(problem)}
-        rows.append({"pool": pool, "source": "micro", "where": f"problem {len(rows)}", "id": None,
-                     **record, "row": row_json(record), "problem": None, "reason": None, "column": None})
-    return rows
+    return [{"pool": pool, "source": "micro", "where": f"problem {k}", "id": None, **record,
+             "task": "micro", "metadata": None, "row": row_json(record), "problem": None, "reason": None,
+             "column": None}
+            for k, record in enumerate(micro.problems(cfg.micro_problems, rng, cfg.min_steps, cfg.max_steps))]
+
+
+def _gym_rows(source: str, cfg: PrepareConfig, pool: str) -> list[dict[str, Any]]:
+    """`reasoning_gym.size` gym items: of the one task `source` names, or of every task in
+    the `reasoning_gym` block, mixed by weight. Each keeps its entry in `metadata`."""
+    block = cfg.reasoning_gym
+    options = dict(block.get("tasks") or {})
+    task = source.partition(":")[2]
+    if task:
+        reasoning_gym.check_task(task, f"prepare.source {source!r}")
+        options = {task: options.get(task) or {}}
+    seed = cfg.seed if pool == "main" else cfg.seed + 1  # the eval pool draws other items
+    items = reasoning_gym.items(options, block.get("size", 1000), seed, where="prepare.reasoning_gym")
+    return [{"pool": pool, "source": source, "where": f"item {k}", "id": None, **item, "reference": None,
+             "row": item["metadata"], "problem": None, "reason": None, "column": None}
+            for k, item in enumerate(items)]
 
 
 # ---------------------------------------------------------------- preparing
@@ -329,7 +354,7 @@ def prepare_pool(pool: pl.DataFrame, cfg: PrepareConfig, schema) -> Prepared:
         usable[row["pool"]].append({
             "id": row["id"] or content, "hash": content, "prompt": prompt,
             "reference": _optional(row["reference"]), "answer": _optional(row["answer"]),
-            "source": row["source"], "where": row["where"],
+            "task": row["task"], "metadata": row["metadata"], "source": row["source"], "where": row["where"],
         })
     for name, source in (("main", cfg.source), ("eval", cfg.eval_source)):
         if source and not usable[name]:
@@ -404,7 +429,7 @@ def _dedupe(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
 
     def rank(row: dict[str, Any]) -> tuple:
         return (row["id"], row["answer"] is None, row["reference"] is None,
-                row["prompt"], row["answer"] or "", row["reference"] or "")
+                row["prompt"], row["answer"] or "", row["reference"] or "", row["task"], row["metadata"] or "")
 
     best: dict[str, dict[str, Any]] = {}
     for row in rows:

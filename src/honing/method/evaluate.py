@@ -1,37 +1,43 @@
 """evaluate: held-out accuracy, directly and with online self-refinement (SELF).
 
 The model answers each held-out prompt greedily (round 0), critiques its own
-answer and refines it for up to R rounds; accuracy is measured by the rule check
-after every round, so the gain per refinement round is visible.
+answer and refines it for up to R rounds, in the same mode as the refine stage;
+accuracy is measured by the prompt's rule check (its task family's) after every
+round, so the gain per refinement round is visible.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from honing.calls.backends import SamplingParams
 from honing.calls.roles import Role
-from honing.method.critique import Critic, feedback_frame
-from honing.method.filters import rule_correct
+from honing.method.critique import Critic, Parser, feedback_frame
 from honing.method.generate import answer_requests, select_prompts
 from honing.method.prompts import PromptSet
-from honing.method.refine import RefineConfig, refine_rounds
+from honing.method.refine import RefineConfig, Splice, refine_rounds
+
+if TYPE_CHECKING:
+    from honing.tasks.base import Tasks
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
     rounds: int = 1
-    mode: str = "continue"
+    mode: str = "continue"  # the stage sets it from refine.mode: one setting for both
     max_tokens: int = 96
-    feedback_format: str = "check"
     num_prompts: int = 0  # 0 = the whole evaluation split
 
 
 def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: PromptSet,
-             cfg: EvaluateConfig, name: str) -> tuple[pl.DataFrame, dict]:
-    """Returns per-round rows (schema `EvaluationRows`) and the metrics dict."""
+             cfg: EvaluateConfig, name: str, *, tasks: Tasks, parse: Parser,
+             splice: Splice | None = None) -> tuple[pl.DataFrame, dict]:
+    """Returns per-round rows (schema `EvaluationRows`) and the metrics dict.
+
+    `tasks` checks the answers; `parse` and `splice` are refine's (`refine_rounds`)."""
     prompts = select_prompts(prompts, cfg.num_prompts, seed=0)  # a subset stable as the pool grows
     texts = prompts["prompt"].to_list()
     greedy = SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
@@ -41,9 +47,9 @@ def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: Pro
         "response": [r.text.strip() for r in results],
     })
     fb = feedback_frame(answers, critic, name).with_columns(prompt=answers["prompt"])
-    refined = refine_rounds(fb, policy, critic, templates,
-                            RefineConfig(cfg.rounds, cfg.mode, cfg.max_tokens, cfg.feedback_format), name)
-    reference = dict(zip(prompts["id"].to_list(), prompts["answer"].to_list()))
+    refined = refine_rounds(fb, policy, critic, templates, RefineConfig(cfg.rounds, cfg.mode, cfg.max_tokens),
+                            name, parse=parse, splice=splice)
+    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
     # carry each prompt's latest answer through every round, so round r is "after r rounds"
     latest: dict[str, dict] = {}
     rows = []
@@ -54,7 +60,7 @@ def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: Pro
         for pid in prompts["id"].to_list():
             r = latest[pid]
             rows.append({"id": f"{pid}@{rnd}", "prompt_id": pid, "round": rnd, "response": r["response"],
-                         "verdict": r["verdict"], "correct": bool(rule_correct(r["response"], reference[pid])),
+                         "verdict": r["verdict"], "correct": bool(tasks.verify(r["response"], by_id[pid])),
                          "model": policy.model_id, "iteration": name})
     frame = pl.DataFrame(rows, schema={"id": pl.String, "prompt_id": pl.String, "round": pl.Int64,
                                        "response": pl.String, "verdict": pl.String, "correct": pl.Boolean,

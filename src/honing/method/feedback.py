@@ -1,11 +1,16 @@
-"""Parsing feedback replies into fields: weaknesses, score, suggestions, verdict.
+"""Feedback: its fields, SRT's format and parser, and the preset that fixes the format.
 
-Two formats, one per preset:
-- "check": the micro world's step-by-step check (see `honing.micro.oracle`), written
-  by the rule oracle and learnt by the policy. Weaknesses, suggestions and
-  the score are derived from the first step marked "no".
 - "srt": SRT's critic format, "Weaknesses: … Score: 7 … Suggestions: … Verdict: …
-  Refinement: …", for real models.
+  Refinement: …", for any task and any model. Its parser is here.
+- A task family with a rule oracle brings a format of its own (the micro world's
+  step-by-step "check", `honing.tasks.micro`), with its parser, its step checker
+  and its continue-mode splice.
+
+A prompt preset (`prompts/<name>/preset.yaml`) declares the feedback format its
+templates ask for and the refinement modes it supports, so templates, parser and
+refinement mode cannot disagree: `plan_feedback` checks a stage's combination of
+preset, refinement mode, critic and task families, and fails in one line before
+any model is called.
 
 A reply that cannot be parsed is kept with verdict "unparsed" and the reason in
 `parse_error`; it is never dropped silently.
@@ -14,7 +19,17 @@ A reply that cannot be parsed is kept with verdict "unparsed" and the reason in
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from honing.errors import HoningError
+
+MODES = ("continue", "rewrite", "critic")  # how the policy refines (see honing.method.refine)
+SRT = "srt"
 
 
 @dataclass(frozen=True)
@@ -24,62 +39,11 @@ class ParsedFeedback:
     weaknesses: str | None
     suggestions: str | None
     parse_error: str | None = None
-    refinement: str | None = None  # srt: the critic's own refinement
-    wrong_step: int | None = None  # check: 1-based; n_steps + 1 is the answer line
-    recomputed: int | None = None  # check: the value the check computed there
-    quoted: tuple[int, str, int] | None = None  # check: the operands it quoted
+    refinement: str | None = None  # the critic's own refinement, where it wrote one
 
 
 def unparsed(reason: str) -> ParsedFeedback:
     return ParsedFeedback("unparsed", None, None, None, parse_error=reason)
-
-
-_CHECK_STEP = re.compile(r"^Step (\d+) : (\d+) ([+-]) (\d+) : ")
-_GIVES = re.compile(r"^gives (\d+)$")
-_CLAIMS = re.compile(r"^claims (.+) (ok|no)$")
-_ANSWER_GIVES = re.compile(r"^Answer : gives (\d+)$")
-_VERDICT = re.compile(r"^Verdict : (correct|incorrect)$")
-
-
-def check_score(steps_ok: int) -> int:
-    """1-10 from how many steps passed before the first wrong one (10 when correct)."""
-    return min(9, 1 + 2 * steps_ok)
-
-
-def parse_check(text: str) -> ParsedFeedback:
-    """Parse the step-by-step check; the first "no" is the weakness."""
-    parts = [p.strip() for p in text.strip().split(";")]
-    if not parts or not (m := _VERDICT.match(parts[-1])):
-        return unparsed("no final 'Verdict : correct|incorrect'")
-    verdict = m.group(1)
-    steps_ok, step, quoted, gives = 0, None, None, None
-    for part in parts[:-1]:
-        if s := _CHECK_STEP.match(part):
-            step, quoted = int(s.group(1)), (int(s.group(2)), s.group(3), int(s.group(4)))
-        elif a := _ANSWER_GIVES.match(part):
-            step, quoted, gives = steps_ok + 1, None, int(a.group(1))
-        elif g := _GIVES.match(part):
-            gives = int(g.group(1))
-        elif c := _CLAIMS.match(part):
-            if c.group(2) == "ok":
-                steps_ok += 1
-                continue
-            if verdict == "correct":
-                return unparsed(f"step {step} is marked 'no' but the verdict is correct")
-            where = f"step {step}" if quoted else "the final answer"
-            operation = f" ({quoted[0]} {quoted[1]} {quoted[2]})" if quoted else ""
-            return ParsedFeedback(
-                "incorrect",
-                check_score(steps_ok),
-                weaknesses=f"{where}{operation} gives {gives}, the solution claims {c.group(1)}",
-                suggestions=f"write {gives} at {where} and redo every step after it",
-                wrong_step=step,
-                recomputed=gives,
-                quoted=quoted,
-            )
-    if verdict == "incorrect":
-        return unparsed("verdict incorrect but no step is marked 'no'")
-    return ParsedFeedback("correct", 10, weaknesses="none", suggestions="none")
 
 
 _SRT_FIELDS = ("Weaknesses", "Score", "Suggestions", "Verdict", "Refinement")
@@ -92,7 +56,7 @@ def parse_srt(text: str) -> ParsedFeedback:
     if not heads:
         return unparsed("none of the fields Weaknesses/Score/Suggestions/Verdict found")
     fields: dict[str, str] = {}
-    for head, nxt in zip(heads, [*heads[1:], None]):
+    for head, nxt in zip(heads, [*heads[1:], None], strict=True):
         end = nxt.start() if nxt else len(text)
         fields.setdefault(head.group(1).capitalize(), text[head.end():end].strip())
     if "Score" not in fields:
@@ -115,12 +79,81 @@ def parse_srt(text: str) -> ParsedFeedback:
     )
 
 
-PARSERS = {"check": parse_check, "srt": parse_srt}
+# ---------------------------------------------------------------- presets
 
 
-def parse_feedback(text: str, fmt: str) -> ParsedFeedback:
-    try:
-        parser = PARSERS[fmt]
-    except KeyError:
-        raise ValueError(f"unknown feedback format {fmt!r}: expected one of {', '.join(PARSERS)}")
-    return parser(text)
+class PresetError(HoningError, ValueError):
+    """A preset, refinement mode, critic and task families that cannot work together."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    path: Path  # the preset.yaml file, for messages
+    feedback_format: str  # "srt", or a task family's own format ("check")
+    refine_modes: tuple[str, ...]  # what its templates support, from MODES
+
+
+def load_preset(folder: str | Path) -> Preset:
+    """The preset.yaml beside a folder's templates."""
+    path = Path(folder) / "preset.yaml"
+    if not path.is_file():
+        raise PresetError(f"{path}: no such file (a prompt preset declares feedback_format and refine_modes)")
+    data = yaml.safe_load(path.read_text()) or {}
+    fmt, modes = data.get("feedback_format"), data.get("refine_modes")
+    unknown = sorted(set(data) - {"feedback_format", "refine_modes"})
+    if unknown:
+        raise PresetError(f"{path}: unknown key(s) {', '.join(unknown)}; expected feedback_format, refine_modes")
+    if not isinstance(fmt, str) or not fmt:
+        raise PresetError(f"{path}: feedback_format must be a format name (e.g. srt), got {fmt!r}")
+    if not isinstance(modes, list) or not modes or not set(modes) <= set(MODES):
+        raise PresetError(f"{path}: refine_modes must be a list of {', '.join(MODES)}, got {modes!r}")
+    return Preset(path, fmt, tuple(modes))
+
+
+@dataclass(frozen=True)
+class FeedbackPlan:
+    """What a stage's preset and task families give it: the parser of the feedback
+    format, and (when a family owns that format) its step checker and splice."""
+
+    parse: Callable[[str], ParsedFeedback]
+    check: Callable[[str, str], tuple[str, ParsedFeedback]] | None = None
+    splice: Callable[[str, ParsedFeedback], Any] | None = None
+
+
+def plan_feedback(preset: Preset, families: Mapping[str, Any], *, mode: str | None = None,
+                  rule_critic: bool = False, mode_key: str = "refine.mode") -> FeedbackPlan:
+    """Check the combination, then the parser (and step tools) the stage uses.
+
+    `families`: the task families of the stage's prompts (`honing.tasks.base.Tasks.families`);
+    `mode`: the refinement mode, where the stage refines; `rule_critic`: the critic is
+    the rule oracle (`backend: oracle`).
+    """
+    where, fmt = preset.path, preset.feedback_format
+    names = ", ".join(sorted(families)) or "none"
+    owner = None
+    if fmt == SRT:
+        parse = parse_srt
+    else:
+        owners = [f for f in families.values() if f.feedback_format == fmt]
+        if not owners:
+            raise PresetError(f"{where}: feedback format {fmt!r} belongs to no task family of these prompts "
+                              f"({names}); use a preset with feedback_format srt")
+        owner = owners[0]
+        others = sorted(n for n, f in families.items() if f is not owner)
+        if others:
+            raise PresetError(f"{where}: feedback format {fmt!r} is task family {owner.name!r}'s own, but these "
+                              f"prompts also hold {', '.join(others)}; use a preset with feedback_format srt")
+        parse = owner.parse_feedback
+    if mode is not None:
+        if mode not in MODES:
+            raise PresetError(f"{mode_key} must be one of {', '.join(MODES)}, found {mode!r}")
+        if mode not in preset.refine_modes:
+            raise PresetError(f"{mode_key} {mode!r} does not fit {where}: its {fmt} feedback supports "
+                              f"{', '.join(preset.refine_modes)}")
+        if mode == "continue" and (owner is None or owner.splice is None):
+            raise PresetError(f"{mode_key} 'continue' splices a corrected step into the answer, which needs a "
+                              f"task family with a step checker; {names} has none")
+    if rule_critic and (owner is None or owner.check is None):
+        raise PresetError(f"critic backend 'oracle' is a task family's step checker writing {fmt!r} feedback; "
+                          f"{names} has none (use a model critic)")
+    return FeedbackPlan(parse, owner.check if owner else None, owner.splice if owner else None)

@@ -2,7 +2,8 @@
 
 Rules, each optional, applied in order; a dropped row keeps its reason (nothing
 is dropped silently):
-- the rule check against the reference answer, where the prompt has one;
+- the rule check, where the prompt has a reference: the prompt's task family
+  verifies the answer (a reference answer, a reasoning-gym task's own verifier);
 - a minimum feedback score (the critic's 1-10);
 - length bounds;
 - duplicates: the same response to the same prompt is kept once.
@@ -10,10 +11,13 @@ is dropped silently):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
+
+if TYPE_CHECKING:
+    from honing.tasks.base import Tasks
 
 
 @dataclass(frozen=True)
@@ -26,52 +30,25 @@ class FilterConfig:
     dedupe: bool = True
 
 
-_MICRO_ANSWER = re.compile(r"Answer : (\S+)\s*$")
-_LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def extract_answer(response: str) -> str | None:
-    """The final answer: "Answer : x" at the end, else the last number in the text."""
-    if m := _MICRO_ANSWER.search(response.strip()):
-        return m.group(1)
-    numbers = _LAST_NUMBER.findall(response)
-    return numbers[-1] if numbers else None
-
-
-def reference_answer(answer: str) -> str:
-    """The final answer of a reference: GSM8K-style "reasoning #### 72" gives "72"."""
-    return answer.rsplit("####", 1)[-1].strip() if "####" in answer else answer.strip()
-
-
-def _normal(value: str) -> str:
-    return value.replace(",", "").rstrip(".").strip()
-
-
-def rule_correct(response: str, answer: str | None) -> bool | None:
-    """True/False against the reference answer; None where there is none."""
-    if answer is None:
-        return None
-    got = extract_answer(response)
-    return got is not None and _normal(got) == _normal(reference_answer(str(answer)))
-
-
 def filter_answers(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig,
-                   iteration: str) -> pl.DataFrame:
-    """`finals`: the last round of each candidate (`refine.final_answers`).
+                   iteration: str, *, tasks: Tasks) -> pl.DataFrame:
+    """`finals`: the last round of each candidate (`refine.final_answers`); `prompts`:
+    the prompt rows (id, answer, task, metadata); `tasks`: their task families.
 
     Returns every row (schema `Filtered`) with `kept` and, when dropped, `reason`.
     """
-    answers = dict(zip(prompts["id"].to_list(), prompts["answer"].to_list()))
+    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
     seen: set[tuple[str, str]] = set()
     rows = []
     for r in finals.iter_rows(named=True):
-        answer = answers.get(r["prompt_id"])
-        correct = rule_correct(r["response"], answer)
+        prompt = by_id.get(r["prompt_id"])
+        correct = tasks.verify(r["response"], prompt)
         reason = None
-        if answer is None and cfg.require_reference:
+        if correct is None and cfg.require_reference:
             reason = "no_reference: the prompt has no reference answer"
         elif correct is False and cfg.require_correct:
-            reason = f"incorrect: final answer {extract_answer(r['response'])!r} does not match the reference {answer!r}"
+            reason = (f"incorrect: final answer {tasks.final_answer(r['response'], prompt)!r} does not match "
+                      f"the reference {prompt['answer']!r}")
         elif cfg.min_score and (r["score"] is None or r["score"] < cfg.min_score):
             reason = f"score: feedback score {r['score']} below {cfg.min_score}"
         elif not cfg.min_chars <= len(r["response"]) <= cfg.max_chars:
@@ -101,7 +78,7 @@ def filter_metrics(filtered: pl.DataFrame) -> dict:
         "rows": filtered.height,
         "kept": int(filtered["kept"].sum()),
         "dropped": int((~filtered["kept"]).sum()),
-        "dropped_by_rule": dict(zip(reasons["reason"].to_list(), reasons["len"].to_list())),
+        "dropped_by_rule": dict(zip(reasons["reason"].to_list(), reasons["len"].to_list(), strict=True)),
         "correct_rate": round(float(filtered["correct"].drop_nulls().mean() or 0.0), 4),
     }
 

@@ -49,7 +49,7 @@ def answer_requests(prompts: list[str], templates: PromptSet, params: SamplingPa
     seeds = seeds or [params.seed] * len(prompts)
     return [
         ChatRequest((user(templates.answer(p)),), replace(params, seed=s), template_version=version)
-        for p, s in zip(prompts, seeds)
+        for p, s in zip(prompts, seeds, strict=True)
     ]
 
 
@@ -75,7 +75,7 @@ def generate_candidates(
         {"id": f"{pid}:{k}", "prompt_id": pid, "prompt": text, "sample_index": k,
          "response": resp.strip(), "finish_reason": finish,
          "model": policy.model_id, "iteration": iteration}
-        for pid, text, answers in zip(ids, texts, per_prompt)
+        for pid, text, answers in zip(ids, texts, per_prompt, strict=True)
         for k, (resp, finish) in enumerate(answers)
     ]
     return pl.DataFrame(rows, schema={"id": pl.String, "prompt_id": pl.String, "prompt": pl.String,

@@ -9,18 +9,21 @@ TRL's conversational prompt/chosen/rejected format.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from honing.method.filters import rule_correct
 from honing.method.prompts import PromptSet, assistant, user
+
+if TYPE_CHECKING:
+    from honing.tasks.base import Tasks
 
 SIGNALS = ("rule", "score", "rule+score")
 
 
 @dataclass(frozen=True)
 class PairsConfig:
-    signal: str = "rule"  # rule: 1/0 by the reference check; score: the critic's 1-10
+    signal: str = "rule"  # rule: 1/0 by the task's rule check; score: the critic's 1-10
     min_margin: float = 1.0
     max_pairs_per_prompt: int = 1
 
@@ -37,14 +40,16 @@ def signal_value(signal: str, correct: bool | None, score: int | None) -> float 
 
 
 def build_pairs(refinements: pl.DataFrame, prompts: pl.DataFrame, templates: PromptSet,
-                cfg: PairsConfig, iteration: str) -> pl.DataFrame:
+                cfg: PairsConfig, iteration: str, *, tasks: Tasks) -> pl.DataFrame:
+    """`prompts`: the prompt rows (id, answer, task, metadata); `tasks`: their task
+    families, whose rule check gives the `rule` signal."""
     if cfg.signal not in SIGNALS:
         raise ValueError(f"build_pairs.signal must be one of {', '.join(SIGNALS)}, found {cfg.signal!r}")
-    answers = dict(zip(prompts["id"].to_list(), prompts["answer"].to_list()))
+    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
     by_prompt: dict[str, list[tuple[float, str, str]]] = {}
     texts: dict[str, str] = {}
     for r in refinements.iter_rows(named=True):
-        value = signal_value(cfg.signal, rule_correct(r["response"], answers.get(r["prompt_id"])), r["score"])
+        value = signal_value(cfg.signal, tasks.verify(r["response"], by_id.get(r["prompt_id"])), r["score"])
         if value is None:
             continue
         texts[r["prompt_id"]] = r["prompt"]

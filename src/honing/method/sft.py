@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from honing.method.filters import rule_correct
 from honing.method.pairs import MESSAGES
 from honing.method.prompts import PromptSet, assistant, user
+
+if TYPE_CHECKING:
+    from honing.tasks.base import Tasks
 
 SFT_SCHEMA = {"id": pl.String, "prompt": MESSAGES, "completion": MESSAGES, "kind": pl.String,
               "source_id": pl.String, "iteration": pl.String}
@@ -57,7 +60,9 @@ class BuildSFTConfig:
 
 
 def iteration_records(filtered: pl.DataFrame, refinements: pl.DataFrame, prompts: pl.DataFrame,
-                      templates: PromptSet, cfg: BuildSFTConfig, iteration: str) -> pl.DataFrame:
+                      templates: PromptSet, cfg: BuildSFTConfig, iteration: str, *, tasks: Tasks) -> pl.DataFrame:
+    """The kept answers, and the self-feedback whose verdict the prompt's rule check
+    (its task family's) confirms."""
     rows, per_prompt = [], {}
     for r in filtered.filter(pl.col("kept")).iter_rows(named=True):
         if per_prompt.get(r["prompt_id"], 0) >= cfg.max_answers_per_prompt:
@@ -66,9 +71,9 @@ def iteration_records(filtered: pl.DataFrame, refinements: pl.DataFrame, prompts
         rows.append(_record(f"{r['id']}/answer", templates.answer(r["prompt"]), r["response"],
                             "answer", r["id"], iteration))
     if cfg.feedback_records:
-        answers = dict(zip(prompts["id"].to_list(), prompts["answer"].to_list()))
+        by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
         for r in refinements.filter(pl.col("round") == 0).iter_rows(named=True):
-            ok = rule_correct(r["response"], answers.get(r["prompt_id"]))
+            ok = tasks.verify(r["response"], by_id.get(r["prompt_id"]))
             if ok is None or r["verdict"] == "unparsed" or (r["verdict"] == "correct") != ok:
                 continue
             rows.append(_record(f"{r['id']}/feedback", templates.feedback(r["prompt"], r["response"]),
