@@ -1,33 +1,47 @@
-"""base: the initial policy. Micro preset: pretrained from scratch on CPU; otherwise
-a Hub model name or a local checkpoint folder, saved as the pipeline's base."""
+"""base: the initial policy. `source: micro` pretrains the micro world's tiny model
+from scratch on CPU; any other source (a Hub id, a checkpoint folder, a .gguf file,
+package:<name>) is loaded, checked and saved as the pipeline's base checkpoint."""
 
+from dataclasses import fields
 from pathlib import Path
 
+from honing.artifacts.checkpoints import CheckpointConfig, CheckpointError, import_checkpoint
 from honing.method.prompts import PromptSet
-from honing.micro.pretrain import PretrainConfig, pretrain, save_pretrained_copy
+from honing.micro.pretrain import PretrainConfig, pretrain
 from honing.progress import StepProgress
 from stages._outputs import write_csv, write_metrics
-from stages._params import load_params, main, stage_block, to_config
+from stages._params import StageError, load_params, main, stage_block, to_config
 
 OUT = Path("data/base/model")
-RUNTIME_KEYS = ("seconds", "tokens_per_second")
+RUNTIME_KEYS = ("seconds", "tokens_per_second", "load_seconds", "save_seconds")
 
 
 def run(argv: list[str]) -> None:
     params = load_params("base")
     block = stage_block(params, "base")
-    source = block.pop("source", "micro")
-    if source != "micro":
-        write_metrics("metrics/base.json", save_pretrained_copy(source, OUT))
-        write_csv("plots/base/loss.csv", [])
+    # One block serves both kinds of base; each ignores the other's keys.
+    checkpoint_keys = {f.name for f in fields(CheckpointConfig)}
+    micro_keys = {f.name for f in fields(PretrainConfig)}
+    if block.get("source", "micro") != "micro":
+        cfg = to_config(CheckpointConfig, {k: v for k, v in block.items() if k not in micro_keys}, "base")
+        try:
+            figures = import_checkpoint(cfg, OUT)
+        except CheckpointError as e:
+            raise StageError(f"base: {e}") from e
+        write_metrics("metrics/base.json", *split_runtime(figures))
+        write_csv("plots/base/loss.csv", [])  # taken as it is: nothing trained here
         return
-    cfg = to_config(PretrainConfig, block, "base")
+    cfg = to_config(PretrainConfig, {k: v for k, v in block.items() if k not in checkpoint_keys}, "base")
     with StepProgress("base pretraining") as progress:
         result = pretrain(OUT, cfg, PromptSet(params["templates"]), progress=progress)
-    metrics = {k: v for k, v in result["metrics"].items() if k not in RUNTIME_KEYS}
-    runtime = {k: v for k, v in result["metrics"].items() if k in RUNTIME_KEYS}
-    write_metrics("metrics/base.json", metrics, runtime)
+    write_metrics("metrics/base.json", *split_runtime(result["metrics"]))
     write_csv("plots/base/loss.csv", result["curve"])
+
+
+def split_runtime(figures: dict) -> tuple[dict, dict]:
+    """(what the data determines, what varies from run to run)."""
+    return ({k: v for k, v in figures.items() if k not in RUNTIME_KEYS},
+            {k: v for k, v in figures.items() if k in RUNTIME_KEYS})
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from honing.method.prompts import PromptSet
 from honing.micro import oracle, world
@@ -160,13 +160,3 @@ def _cosine(warmup: int, total: int):
 
     return factor
 
-
-def save_pretrained_copy(source: str, out_dir: str | Path) -> dict:
-    """A non-micro base: a Hub model name or local folder, saved as the pipeline's base."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    return {"source": source, "parameters": sum(p.numel() for p in model.parameters())}
