@@ -1,4 +1,4 @@
-"""The `honing` command: `honing cache stats|prune`, `honing spend`, `honing serve`, `honing results`.
+"""The `honing` command: `honing cache stats|prune`, `honing spend`, `honing serve`, `honing results`, `honing publish`.
 
 Each subcommand is a function that adds its parser to `COMMANDS`; the parser's
 `run` default is called with the parsed arguments and returns the exit status.
@@ -207,6 +207,60 @@ def _results(args: argparse.Namespace) -> int:
     readme = Path(args.update)
     readme.write_text(update_block(readme.read_text(), table))
     print(f"{readme}: results block written from {report}")
+    return 0
+
+
+# ---- honing publish ---------------------------------------------------------------------
+
+
+@command("publish")
+def _add_publish(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "publish", help="artifacts to a Hub dataset repo, or a checkpoint to a Hub model repo, with cards",
+        description="Publish artifacts (one config each) to a Hugging Face dataset repo, or a checkpoint to a "
+                    "model repo, with a card carrying provenance (git, dvc.lock md5s and params, models, "
+                    "tokens, cost, schema) and lineage links (publish.lock.json). The token is $HF_TOKEN. "
+                    "An unchanged repo gets no commit.")
+    parser.add_argument("artifacts", nargs="+", metavar="ARTIFACT",
+                        help="a name (meta_corpus, sft@it1, sft@train_meta, pairs@it2, feedback@it1, "
+                             "refinements@it1, evaluate@it2, model@it1) or a path")
+    parser.add_argument("--repo", required=True, metavar="OWNER/NAME", help="the repo to publish to")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--to-dir", metavar="DIR", help="write the repo's exact folder into DIR; push nothing")
+    mode.add_argument("--dry-run", action="store_true", help="print the files, sizes and commit message; push nothing")
+    parser.add_argument("--endpoint", help="the Hub's URL (default: $HF_ENDPOINT or https://huggingface.co)")
+    parser.add_argument("--public", action="store_true", help="create the repo public (default: private)")
+    parser.add_argument("--license", default="apache-2.0", help="the card's license (default: apache-2.0)")
+    parser.add_argument("--project", default=".", help="the DVC project's root (default: .)")
+    parser.set_defaults(run=_publish)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    import importlib
+
+    from honing.publish.lineage import LOCK_NAME, PublishLock
+    from honing.publish.project import Project
+    from honing.publish.push import Options, check_repo_id, describe, hub_api, plan, push, token_from_env, write_folder
+
+    check_repo_id(args.repo)
+    token = None if args.to_dir or args.dry_run else token_from_env()
+    # Schemas are the project's, not the library's: looked up by name when the command
+    # runs, as a stage passes its own in.
+    schemas = importlib.import_module("schemas.registry").ARTIFACTS
+    project = Project(args.project)
+    lock = PublishLock(project.root / LOCK_NAME)
+    options = Options(license=args.license, private=not args.public, endpoint=args.endpoint)
+    p = plan(project, lock, schemas, args.repo, args.artifacts, options)
+    if args.dry_run:
+        print(describe(p))
+    elif args.to_dir:
+        write_folder(p, args.to_dir)
+        print(f"{args.to_dir}: {p.repo_type} repo {p.repo_id}, {len(p.files) + 1} files, {p.size:,} bytes")
+    else:
+        outcome = push(p, hub_api(options.endpoint, token), lock, options)
+        what = (f"pushed {len(outcome.pushed)} file(s)" + (f", deleted {len(outcome.deleted)}" if outcome.deleted
+                                                            else "") if outcome.pushed else "unchanged, nothing pushed")
+        print(f"{p.repo_type} repo {p.repo_id}: {what}; revision {outcome.revision} (recorded in {lock.path.name})")
     return 0
 
 
