@@ -381,6 +381,23 @@ def test_the_folder_loads_with_datasets_and_gives_the_artifacts_rows(repo, tmp_p
     assert {"prompt", "chosen", "rejected"} <= set(load(out, "pairs_it1", "train", tmp_path / "cache").column_names)
 
 
+def test_trl_trains_on_the_published_configs_as_they_load(repo, tmp_path):
+    """What the card promises: SFTTrainer and DPOTrainer take the configs as they are."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
+
+    out = tmp_path / "folder"
+    assert publish(repo, "sft@it1", "pairs@it1", "--repo", "me/it1-data", "--to-dir", str(out)) == 0
+    model = repo / "data/train_meta/model"
+    common = {"max_steps": 1, "use_cpu": True, "bf16": False, "report_to": [], "per_device_train_batch_size": 2}
+    for trainer, config, name in ((SFTTrainer, SFTConfig, "sft_it1"), (DPOTrainer, DPOConfig, "pairs_it1")):
+        result = trainer(model=AutoModelForCausalLM.from_pretrained(model),
+                         processing_class=AutoTokenizer.from_pretrained(model),
+                         train_dataset=load(out, name, "train", tmp_path / "cache"),
+                         args=config(output_dir=str(tmp_path / name), **common)).train()
+        assert result.global_step == 1 and result.training_loss > 0, name
+
+
 def test_the_card_parses_and_carries_every_provenance_field(repo, tmp_path):
     out = tmp_path / "folder"
     assert publish(repo, "sft@it1", "pairs@it1", "meta_corpus", "--repo", "me/honing-data", "--to-dir", str(out)) == 0

@@ -16,7 +16,7 @@ import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from graphlib import TopologicalSorter
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,10 @@ class Project:
             checkpoints = (yaml.safe_load(params.read_text()) or {}).get("checkpoints") if params.is_file() else None
         self.checkpoints = dict(checkpoints or {})
         self._parents = {name: self._stage_parents(stage) for name, stage in self.stages.items()}
-        order = TopologicalSorter(self._parents).static_order()
+        try:
+            order = list(TopologicalSorter(self._parents).static_order())
+        except CycleError as e:
+            raise PublishError(f"{lock_path}: its stages depend on each other in a cycle ({e.args[1]})") from e
         self.order = {name: i for i, name in enumerate(order)}
 
     # ---- names and paths -------------------------------------------------------------
@@ -243,7 +246,8 @@ class Project:
                     continue
                 todo.extend(p for p in self._parents[name] if any(
                     _under(dep["path"], o["path"]) or _under(o["path"], dep["path"]) for o in self.stages[p].outs))
-        return sorted(found.values(), key=lambda c: self.order.get(self.producer(c.path)[0].name, 0))
+        return sorted(found.values(), key=lambda c: next(
+            (self.order[s.name] for s in self.stages.values() if any(o["path"] == c.path for o in s.outs)), -1))
 
     def trained_from(self, checkpoint: Checkpoint) -> tuple[list[Artifact], list[Checkpoint], str | None]:
         """(the artifacts its training stage read, the checkpoint it started from, the method).

@@ -37,7 +37,7 @@ class Options:
     private: bool = True
     endpoint: str | None = None  # None: huggingface_hub's (HF_ENDPOINT or https://huggingface.co)
     check_stale: bool = True  # `dvc status`; off inside `dvc repro`, which has just made the deps fresh
-    timeout_s: float = 5.0  # per request to the Hub
+    timeout_s: float = 3.0  # per request of that first read (a repo's info is small)
     attempts: int = 3  # tries of the first request before the endpoint counts as unreachable
 
 
