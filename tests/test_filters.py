@@ -37,7 +37,7 @@ TASKS = load_tasks(["reference"])
 def test_every_row_is_kept_with_a_reason():
     out = filter_answers(finals(), PROMPTS, FilterConfig(min_score=5), "it1", tasks=TASKS)
     assert out.height == 5
-    reasons = dict(zip(out["id"].to_list(), out["reason"].to_list()))
+    reasons = dict(zip(out["id"].to_list(), out["reason"].to_list(), strict=True))
     assert reasons["p1:0"] is None
     assert reasons["p1:1"].startswith("duplicate:")
     assert reasons["p1:2"].startswith("incorrect: final answer '8'")

@@ -53,7 +53,7 @@ def test_corpus_rows_by_source_with_oracle_feedback(policy, meta_prompts):
     gold = corpus.filter(pl.col("response_source") == "gold")
     assert gold["verdict"].to_list() == ["correct"] * 3 and gold["score"].to_list() == [10] * 3
     # the refinement is the reference solution of the prompt
-    refs = dict(zip(meta_prompts["id"].to_list(), meta_prompts["reference"].to_list()))
+    refs = dict(zip(meta_prompts["id"].to_list(), meta_prompts["reference"].to_list(), strict=True))
     assert all(r["refinement"] == refs[r["prompt_id"]] for r in corpus.iter_rows(named=True))
 
 
