@@ -9,10 +9,12 @@ from honing.artifacts.checkpoints import CheckpointConfig, CheckpointError, impo
 from honing.method.prompts import PromptSet
 from honing.micro.pretrain import PretrainConfig, pretrain
 from honing.progress import StepProgress
-from stages._outputs import write_csv, write_metrics
+from stages._live import live, no_curve
+from stages._outputs import write_metrics
 from stages._params import StageError, load_params, main, stage_block, to_config
 
 OUT = Path("data/base/model")
+LIVE = Path("dvclive/base")
 RUNTIME_KEYS = ("seconds", "tokens_per_second", "load_seconds", "save_seconds")
 
 
@@ -29,13 +31,12 @@ def run(argv: list[str]) -> None:
         except CheckpointError as e:
             raise StageError(f"base: {e}") from e
         write_metrics("metrics/base.json", *split_runtime(figures))
-        write_csv("plots/base/loss.csv", [])  # taken as it is: nothing trained here
+        no_curve(LIVE)  # taken as it is: nothing trained here
         return
     cfg = to_config(PretrainConfig, {k: v for k, v in block.items() if k not in checkpoint_keys}, "base")
-    with StepProgress("base pretraining") as progress:
-        result = pretrain(OUT, cfg, PromptSet(params["templates"]), progress=progress)
+    with StepProgress("base pretraining") as progress, live(LIVE) as logger:
+        result = pretrain(OUT, cfg, PromptSet(params["templates"]), progress=progress, logger=logger)
     write_metrics("metrics/base.json", *split_runtime(result["metrics"]))
-    write_csv("plots/base/loss.csv", result["curve"])
 
 
 def split_runtime(figures: dict) -> tuple[dict, dict]:

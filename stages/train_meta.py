@@ -7,7 +7,8 @@ from honing.method.sft import MetaRecordsConfig, meta_records
 from honing.method.train import TrainConfig, train
 from schemas.meta_corpus import MetaCorpus
 from schemas.sft import SFTRecords
-from stages._outputs import write_csv, write_metrics
+from stages._live import live
+from stages._outputs import write_metrics
 from stages._params import load_params, main, stage_block, to_config
 
 STAGE = "train_meta"
@@ -21,10 +22,10 @@ def run(argv: list[str]) -> None:
     corpus = read_artifact("data/meta_corpus/corpus.parquet", MetaCorpus)
     records = meta_records(corpus, PromptSet(params["templates"]), records_cfg)
     write_artifact(records, "data/train_meta/sft.parquet", SFTRecords)
-    result = train("data/base/model", "data/train_meta/model", cfg, sft_records=records)
+    with live("dvclive/train_meta") as logger:  # the loss curve and TRL's logged figures
+        result = train("data/base/model", "data/train_meta/model", cfg, sft_records=records, logger=logger)
     kinds = dict(records.group_by("kind").len().sort("kind").iter_rows())
-    write_metrics("metrics/train_meta.json", {**result["metrics"], "records_by_kind": kinds})
-    write_csv("plots/train_meta/loss.csv", result["curve"])
+    write_metrics("metrics/train_meta.json", {**result["metrics"], "records_by_kind": kinds}, result["runtime"])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """TRL really trains the tiny model: SFT on prompt/completion records, DPO on pairs."""
 
+import json
 from pathlib import Path
 
 import polars as pl
@@ -21,7 +22,8 @@ def msgs(role, text):
 def sft_records(n=16):
     return pl.DataFrame({
         "id": [f"r{i}" for i in range(n)],
-        "prompt": [msgs("user", f"Problem : Ann has {10 + i} coins . How many coins now ? Solution :") for i in range(n)],
+        "prompt": [msgs("user", f"Problem : Ann has {10 + i} coins . How many coins now ? Solution :")
+                   for i in range(n)],
         "completion": [msgs("assistant", f"Answer : {10 + i}") for i in range(n)],
         "kind": ["answer"] * n, "source_id": ["s"] * n, "iteration": ["it1"] * n,
     })
@@ -63,7 +65,8 @@ def test_sft_then_dpo(init_model, tmp_path):
 
 
 def test_lora_is_merged_into_the_saved_checkpoint(init_model, tmp_path):
-    cfg = TrainConfig(method="sft", sft=SFT_ARGS, lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    cfg = TrainConfig(method="sft", sft=SFT_ARGS,
+                      lora={"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]})
     train(init_model, tmp_path / "model", cfg, sft_records=sft_records())
     assert not (tmp_path / "model" / "adapter_config.json").exists()
     assert set(weights(tmp_path / "model")) == set(weights(init_model))
@@ -74,3 +77,52 @@ def test_missing_training_data_is_a_clear_error(init_model, tmp_path):
         train(init_model, tmp_path / "m", TrainConfig(method="dpo"), pairs=pl.DataFrame())
     with pytest.raises(ValueError, match="train.method must be one of"):
         train(init_model, tmp_path / "m", TrainConfig(method="ppo"))
+
+
+def test_curves_go_through_dvclive_without_wall_clock_figures(init_model, tmp_path, monkeypatch):
+    from dvclive import Live
+
+    monkeypatch.chdir(tmp_path)  # no DVC repository here: dvclive logs to the folder only
+    cfg = TrainConfig(method="sft+dpo", sft=SFT_ARGS,
+                      dpo={"learning_rate": 0.005, "beta": 0.1, "num_train_epochs": 1,
+                           "per_device_train_batch_size": 4, "max_length": 64, "logging_steps": 1})
+    pairs = pl.DataFrame({
+        "prompt": [msgs("user", f"Problem : Ann has {10 + i} coins . Solution :") for i in range(8)],
+        "chosen": [msgs("assistant", f"Answer : {10 + i}") for i in range(8)],
+        "rejected": [msgs("assistant", f"Answer : {20 + i}") for i in range(8)],
+    })
+    folders = []
+    for run in ("a", "b"):
+        with Live(f"live-{run}", dvcyaml=None, save_dvc_exp=False) as live:
+            result = train(init_model, tmp_path / f"model-{run}", cfg, sft_records=sft_records(), pairs=pairs,
+                           logger=live)
+        folders.append(tmp_path / f"live-{run}")
+
+    folder = folders[0]
+    loss = (folder / "plots/metrics/loss.tsv").read_text().splitlines()
+    assert loss[0] == "step\tloss"
+    steps = [int(line.split("\t")[0]) for line in loss[1:]]
+    # SFT's 6 steps, then DPO's 2, counted on: one line across both phases
+    assert steps == list(range(1, 9))
+    assert [float(line.split("\t")[1]) for line in loss[1:]] == pytest.approx([c["loss"] for c in result["curve"]],
+                                                                               abs=1e-4)
+    assert (folder / "plots/metrics/sft/learning_rate.tsv").is_file()
+    assert (folder / "plots/metrics/dpo/rewards/margins.tsv").is_file()
+    summary = json.loads((folder / "metrics.json").read_text())
+    assert summary["step"] == 8 and "loss" in summary
+    # seconds and throughput go to the stage's runtime file, not into the curves
+    assert set(result["runtime"]) >= {"sft_train_runtime", "dpo_train_runtime"}
+    written = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    assert not [name for name in written if "runtime" in name or "per_second" in name], written
+    assert not [name for name in written if not (name == "metrics.json" or name.startswith("plots/metrics/"))]
+    # equal data, equal files: two runs write the same bytes
+    assert {name: (folder / name).read_bytes() for name in written} == {
+        name: (folders[1] / name).read_bytes() for name in written}
+
+
+def test_the_last_step_is_logged_however_few_the_steps(init_model, tmp_path):
+    # 6 steps against logging_steps 10: the trainer alone would log no loss at all
+    result = train(init_model, tmp_path / "model", TrainConfig(method="sft", sft={**SFT_ARGS, "logging_steps": 10}),
+                   sft_records=sft_records())
+    assert [c["step"] for c in result["curve"]] == [6]
+    assert result["metrics"]["sft_final_loss"] == result["curve"][-1]["loss"]

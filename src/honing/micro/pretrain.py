@@ -99,8 +99,12 @@ def _encode(tokenizer, pairs: list[tuple[str, str]]):
     return ids, (ids != pad).long(), labels
 
 
-def pretrain(out_dir: str | Path, cfg: PretrainConfig, prompts: PromptSet, progress=None) -> dict:
-    """Train the base model from scratch and save it with its tokenizer to `out_dir`."""
+def pretrain(out_dir: str | Path, cfg: PretrainConfig, prompts: PromptSet, progress=None, logger=None) -> dict:
+    """Train the base model from scratch and save it with its tokenizer to `out_dir`.
+
+    `logger` (dvclive's `Live`, or anything with `step`, `log_metric` and
+    `next_step`) receives each curve point as `loss`, at the step counted across
+    both phases."""
     import torch
 
     from honing.micro import tinymodel
@@ -127,6 +131,7 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, prompts: PromptSet, progr
     tokens = 0
     phases = [("solutions", cfg.solution_steps, cfg.solution_lr, 0.0),
               ("checks", cfg.check_steps, cfg.check_lr, 0.5)]
+    done = 0  # steps of the phases before this one
     for phase, steps, lr, check_share in phases:
         if steps <= 0:
             continue
@@ -142,9 +147,14 @@ def pretrain(out_dir: str | Path, cfg: PretrainConfig, prompts: PromptSet, progr
             tokens += n_tokens
             if step % 50 == 0 or step == steps - 1:
                 curve.append({"phase": phase, "step": step, "loss": round(loss.item(), 4)})
+                if logger is not None:
+                    logger.step = done + step + 1  # optimizer steps taken, as TRL counts them
+                    logger.log_metric("loss", round(loss.item(), 6))
+                    logger.next_step()
             if progress is not None:
                 progress(phase, step + 1, steps, loss.item())
         metrics[f"{phase}_final_loss"] = round(loss.item(), 4)
+        done += steps
     seconds = time.time() - t0
     metrics.update(seconds=round(seconds, 1), tokens_per_second=round(tokens / seconds))
     model.save_pretrained(out_dir)
