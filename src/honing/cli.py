@@ -1,4 +1,4 @@
-"""The `honing` command: `honing cache stats|prune`, `honing spend`, `honing serve`, `honing results`, `honing publish`.
+"""The `honing` command: cache, spend, serve, results, report, exp-table, inspect, compare, publish.
 
 Each subcommand is a function that adds its parser to `COMMANDS`; the parser's
 `run` default is called with the parsed arguments and returns the exit status.
@@ -207,6 +207,110 @@ def _results(args: argparse.Namespace) -> int:
     readme = Path(args.update)
     readme.write_text(update_block(readme.read_text(), table))
     print(f"{readme}: results block written from {report}")
+    return 0
+
+
+# ---- honing report, exp-table, inspect, compare -----------------------------------------
+
+
+@command("report")
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("report", help="the run's HTML page (what the report stage writes)")
+    parser.add_argument("--root", default=".", help="the project folder (default: .)")
+    parser.add_argument("--out", default="report/index.html", help="the page (default: report/index.html)")
+    parser.add_argument("--checkpoints", help="comma-separated (default: params.yaml's checkpoints:)")
+    parser.add_argument("--samples", type=int, default=4, help="refinements shown per checkpoint (default: 4)")
+    parser.set_defaults(run=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from honing.report.load import default_checkpoints, load_inputs
+    from honing.report.page import render_page, write_page
+
+    checkpoints = args.checkpoints.split(",") if args.checkpoints else default_checkpoints(args.root)
+    path = write_page(render_page(load_inputs(args.root, checkpoints, args.samples)), args.out)
+    print(f"{path}: the report of {', '.join(checkpoints)}")
+    return 0
+
+
+@command("exp-table")
+def _add_exp_table(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("exp-table", help="a markdown table of experiments from `dvc exp show --json`")
+    parser.add_argument("--params", default="", help="params columns, comma-separated (train.method)")
+    parser.add_argument("--metrics", default="", help="metrics columns, comma-separated (it2.accuracy_direct; "
+                                                      "FILE:KEY where several files have KEY)")
+    parser.add_argument("--exp", default="", help="experiment name patterns, comma-separated (default: all)")
+    parser.add_argument("--baseline", action="store_true", help="add the baseline commit's row")
+    parser.add_argument("--sort", help="sort by this column (default: experiment name)")
+    parser.add_argument("--json", dest="json_file", help="read this saved `dvc exp show --json` output")
+    parser.add_argument("--update", metavar="README", help="write the table into this file's block")
+    parser.add_argument("--block", help="the block's name: <!-- NAME: ... --> ... <!-- /NAME -->")
+    parser.set_defaults(run=_exp_table)
+
+
+def _exp_table(args: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from honing import exp_table
+
+    def split(text: str) -> list[str]:
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    shown = json.loads(Path(args.json_file).read_text()) if args.json_file else exp_table.exp_show()
+    table = exp_table.table(shown, split(args.params), split(args.metrics), split(args.exp), args.baseline, args.sort)
+    if args.update is None:
+        print(table)
+        return 0
+    if not args.block:
+        raise HoningError("--update needs --block NAME (the README's <!-- NAME: ... --> block)")
+    readme = Path(args.update)
+    options = [("--params", args.params), ("--metrics", args.metrics), ("--exp", args.exp), ("--sort", args.sort),
+               ("--update", args.update), ("--block", args.block)]
+    command = shlex.join(["honing", "exp-table", *(["--baseline"] if args.baseline else []),
+                          *(part for flag, value in options if value for part in (flag, value))])
+    readme.write_text(exp_table.update_block(readme.read_text(), args.block, table, command))
+    print(f"{readme}: block {args.block!r} written")
+    return 0
+
+
+@command("inspect")
+def _add_inspect(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("inspect", help="an artifact's counts, schema and a few rows side by side")
+    parser.add_argument("artifact", help="a name (pairs@it1, sft@train_meta, evaluate@it2, prompts@eval, "
+                                         "meta_corpus, quarantine@prepare) or a path")
+    parser.add_argument("--rows", type=int, default=3, help="rows shown side by side (default: 3)")
+    parser.add_argument("--width", type=int, default=120, help="text width (default: 120)")
+    parser.add_argument("--root", default=".", help="the project folder (default: .)")
+    parser.set_defaults(run=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import importlib
+
+    from honing.inspect import inspect
+
+    schemas = importlib.import_module("schemas.registry").ARTIFACTS  # the project's, by name, as for publish
+    print(inspect(args.artifact, args.root, args.rows, args.width, schemas))
+    return 0
+
+
+@command("compare")
+def _add_compare(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("compare", help="per-prompt wins, losses and ties of two checkpoints")
+    parser.add_argument("a", help="a checkpoint (it1) or its evaluation rows (a .parquet path)")
+    parser.add_argument("b", help="the checkpoint to compare it with")
+    parser.add_argument("--examples", type=int, default=2, help="prompts shown per kind of disagreement")
+    parser.add_argument("--root", default=".", help="the project folder (default: .)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from honing.compare import compare, eval_prompts, render
+
+    result = compare(args.a, args.b, args.root, args.examples)
+    print(json.dumps(result, indent=2) if args.json else render(result, eval_prompts(args.root)))
     return 0
 
 
