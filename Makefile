@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup run results test test-vllm bench clean
+.PHONY: setup run results recipes recipe-method recipe-rounds recipe-filter test test-vllm bench clean
 
 setup: $(VENV)/.installed
 
@@ -17,11 +17,43 @@ $(VENV)/.installed: pyproject.toml
 
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro
-	@echo "Results: data/ (artifacts), metrics/ (dvc metrics show), plots/ (dvc plots show)"
+	@echo "Results: data/ (artifacts), metrics/ (dvc metrics show), plots/ and dvclive/ (dvc plots show), report/index.html"
 
 # The README's results table, rewritten from this checkout's metrics/report.json.
 results: setup
 	$(BIN)/honing results --update README.md
+
+# The README's three worked recipes: experiments on the committed baseline (`make run`,
+# then commit dvc.lock, metrics/, plots/, dvclive/ and report/ first), each table written
+# into its README block from `dvc exp show --json`. `--temp` runs an experiment beside the
+# workspace, which stays as committed; a recipe first removes its own earlier experiments.
+DVC := PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc
+COMPARED := it1.accuracy_direct,it2.accuracy_direct,it2.accuracy_refined,it2.refinement_gain,it1.kept,it2.kept,it1.pairs,tokens
+
+recipes: recipe-method recipe-rounds recipe-filter
+
+recipe-method: setup
+	for e in method-sft method-dpo method-sft-dpo; do $(DVC) exp remove -q $$e 2>/dev/null || true; done
+	$(DVC) exp run --temp -n method-sft -S train.method=sft
+	$(DVC) exp run --temp -n method-dpo -S train.method=dpo
+	$(DVC) exp run --temp -n method-sft-dpo -S train.method=sft+dpo
+	$(BIN)/honing exp-table --exp 'method-*' --params train.method --metrics $(COMPARED),it2.final_loss \
+	  --update README.md --block recipe-method
+
+recipe-rounds: setup
+	for e in rounds-1 rounds-2 rounds-3; do $(DVC) exp remove -q $$e 2>/dev/null || true; done
+	for n in 1 2 3; do $(DVC) exp run --temp -n rounds-$$n -S refine.rounds=$$n -S evaluate.rounds=$$n || exit 1; done
+	$(BIN)/honing exp-table --exp 'rounds-*' --params refine.rounds,evaluate.rounds --metrics $(COMPARED) \
+	  --update README.md --block recipe-rounds
+
+recipe-filter: setup
+	for e in min-score-0 min-score-5 min-score-9 min-score-10; do $(DVC) exp remove -q $$e 2>/dev/null || true; done
+	for s in 0 5 9 10; do $(DVC) exp run --queue -n min-score-$$s -S filter.min_score=$$s || exit 1; done
+	$(DVC) queue start -j 1
+	while $(DVC) queue status | grep -qE 'Queued|Running'; do sleep 30; done
+	$(DVC) queue status
+	$(BIN)/honing exp-table --exp 'min-score-*' --params filter.min_score --metrics $(COMPARED) \
+	  --sort filter.min_score --update README.md --block recipe-filter
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pytest -m "not vllm" -q
@@ -30,4 +62,4 @@ test-vllm:
 	bash .ci/vllm-tests
 
 clean:
-	rm -rf data/prepare data/base data/meta_corpus data/train_meta data/it* metrics plots runtime
+	rm -rf data/prepare data/base data/meta_corpus data/train_meta data/it* metrics plots runtime dvclive report
