@@ -66,6 +66,7 @@ def make_stage_dir(root: Path, policy: dict, pool: pl.DataFrame) -> Path:
     """A copy of the project whose params put the policy on the openai backend and whose
     prompt pool is `pool` (the stage reads only data/prepare/train.parquet)."""
     copy_project(root)
+    (root / METRICS).unlink(missing_ok=True)  # the default run's, committed: the stage has not run here
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["policy"] = policy
     params["generate"] = {"num_samples": NUM_SAMPLES, "temperature": 1.0, "greedy": True, "max_tokens": 32,
