@@ -169,6 +169,6 @@ def test_a_bad_price_or_cap_fails_in_one_line_and_writes_nothing(tmp_path, serve
     result = run_generate(root)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines() == [expected]
-    assert not (root / "data/it1").exists() and not (root / "metrics").exists()
+    assert not (root / CANDIDATES).exists() and not (root / METRICS).exists() and not (root / "runtime").exists()
     assert not cache_dir(root).exists()
     assert not answered(server.log_path)
