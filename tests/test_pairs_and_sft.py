@@ -56,7 +56,11 @@ def test_iteration_records_answers_and_agreeing_feedback():
         "prompt": ["q1", "q1", "q2", "q2"], "response": ["Answer : 7", "Answer : 9", "Answer : 5", "Answer : 5"],
         "kept": [True, False, True, False], "correct": [True, False, True, True],
     })
-    recs = iteration_records(filtered, refinements(), PROMPTS, TEMPLATES, BuildSFTConfig(), "it1", tasks=TASKS)
+    # the reference family has no step checker: self-feedback is kept where its verdict agrees
+    # with the rule check (tests/test_critic_data.py covers a family with a checker)
+    prompts = PROMPTS.with_columns(task=pl.lit("reference"))
+    recs = iteration_records(filtered, refinements(), prompts, TEMPLATES, BuildSFTConfig(), "it1",
+                             tasks=load_tasks(["reference"]))
     answers = recs.filter(pl.col("kind") == "answer")
     assert answers["source_id"].to_list() == ["p1:0", "p2:0"]
     feedback = recs.filter(pl.col("kind") == "feedback")

@@ -3,16 +3,18 @@
 - `meta_records`: the meta-skill corpus (SELF, SRT): prompt + response → feedback,
   and prompt → refinement.
 - `iteration_records` (build_sft): the kept final answers, prompt → answer, and
-  optionally the iteration's self-feedback that the rule check agrees with.
+  the self-critic's records: right feedback on its answers, balanced (critic_data).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from honing.method.critic_data import CriticRecordsConfig, critic_records
 from honing.method.pairs import MESSAGES
 from honing.method.prompts import PromptSet, assistant, user
 
@@ -56,13 +58,14 @@ def meta_records(corpus: pl.DataFrame, templates: PromptSet, cfg: MetaRecordsCon
 @dataclass(frozen=True)
 class BuildSFTConfig:
     max_answers_per_prompt: int = 1
-    feedback_records: bool = True  # self-feedback whose verdict the rule check confirms
+    feedback_records: bool = True  # the self-critic's records (see honing.method.critic_data)
+    feedback: Mapping[str, Any] = field(default_factory=dict)  # CriticRecordsConfig fields
 
 
 def iteration_records(filtered: pl.DataFrame, refinements: pl.DataFrame, prompts: pl.DataFrame,
                       templates: PromptSet, cfg: BuildSFTConfig, iteration: str, *, tasks: Tasks) -> pl.DataFrame:
-    """The kept answers, and the self-feedback whose verdict the prompt's rule check
-    (its task family's) confirms."""
+    """The kept answers, and the self-critic's records: right feedback on the
+    iteration's answers, balanced (`honing.method.critic_data`)."""
     rows, per_prompt = [], {}
     for r in filtered.filter(pl.col("kept")).iter_rows(named=True):
         if per_prompt.get(r["prompt_id"], 0) >= cfg.max_answers_per_prompt:
@@ -71,11 +74,8 @@ def iteration_records(filtered: pl.DataFrame, refinements: pl.DataFrame, prompts
         rows.append(_record(f"{r['id']}/answer", templates.answer(r["prompt"]), r["response"],
                             "answer", r["id"], iteration))
     if cfg.feedback_records:
-        by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
-        for r in refinements.filter(pl.col("round") == 0).iter_rows(named=True):
-            ok = tasks.verify(r["response"], by_id.get(r["prompt_id"]))
-            if ok is None or r["verdict"] == "unparsed" or (r["verdict"] == "correct") != ok:
-                continue
-            rows.append(_record(f"{r['id']}/feedback", templates.feedback(r["prompt"], r["response"]),
-                                r["feedback"], "feedback", r["id"], iteration))
+        feedback_cfg = CriticRecordsConfig(**cfg.feedback)
+        round0 = refinements.filter(pl.col("round") == 0)
+        for rid, prompt, feedback, source in critic_records(round0, prompts, templates, feedback_cfg, tasks=tasks):
+            rows.append(_record(rid, prompt, feedback, "feedback", source, iteration))
     return pl.DataFrame(rows, schema=SFT_SCHEMA)
