@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from honing.errors import HoningError
@@ -88,6 +90,7 @@ def main(run: Callable[[list[str]], None]) -> None:
     ValueError covers bad params and artifacts; set HONING_DEBUG=1 to see the
     traceback instead of the one line.
     """
+    started = time.time()
     try:
         run(sys.argv[1:])
     except (HoningError, ValueError, FileNotFoundError) as e:
@@ -95,3 +98,17 @@ def main(run: Callable[[list[str]], None]) -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    _record_seconds(started)
+
+
+def _record_seconds(started: float) -> None:
+    """The stage's wall-clock seconds, start-up (imports) included, in
+    runtime/stages/<stage>.json: per-run figures, outside DVC's hashes."""
+    import psutil
+
+    from stages._outputs import write_json
+
+    stage = "@".join([Path(sys.argv[0]).stem, *sys.argv[1:2]])
+    born = psutil.Process().create_time()
+    write_json(Path("runtime/stages") / f"{stage}.json", {
+        "seconds": round(time.time() - born, 2), "startup_seconds": round(started - born, 2)})
