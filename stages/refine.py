@@ -34,7 +34,7 @@ def run(argv: list[str]) -> None:
     policy = make_role("policy", params, stage=name, model=iteration_init(params, iteration))
     critic = make_stage_critic(params, critic_spec, policy, stage=name, plan=plan)
     refinements = refine_rounds(rows, policy, critic, PromptSet(params["templates"]), cfg, iteration,
-                                parse=plan.parse, splice=plan.splice)
+                                splice=plan.splice)
     write_artifact(refinements, f"data/{iteration}/refine/refinements.parquet", Refinements)
     per_round = refinements.group_by("round").agg(
         pl.len().alias("rows"), (pl.col("verdict") == "correct").sum().alias("judged_correct")).sort("round")

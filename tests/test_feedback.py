@@ -11,7 +11,7 @@ WRONG = ("Step 1 : 39 + 3 : ones 9 + 3 = 12 carry 1 ; tens 3 + 1 = 4 ; gives 42 
 def test_check_incorrect_fields():
     fb = parse_check(WRONG)
     assert fb.verdict == "incorrect" and fb.score == 3
-    assert (fb.wrong_step, fb.recomputed, fb.quoted) == (2, 37, (42, "-", 5))
+    assert (fb.flagged_step, fb.quoted, fb.recomputed) == (2, "42 - 5", 37)
     assert fb.weaknesses == "step 2 (42 - 5) gives 37, the solution claims 47"
     assert fb.suggestions == "write 37 at step 2 and redo every step after it"
 

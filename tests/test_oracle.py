@@ -44,4 +44,4 @@ def test_oracle_feedback_round_trips_through_the_parser():
         v = oracle.check(p, r)
         fb = parse_check(v.feedback)
         assert fb.verdict == ("correct" if v.correct else "incorrect")
-        assert (fb.wrong_step, fb.recomputed) == (v.wrong_step, v.recomputed)
+        assert (fb.flagged_step, fb.recomputed) == (v.wrong_step, v.recomputed)

@@ -154,6 +154,12 @@ def msgs(role: str, text: str) -> list[dict]:
     return [{"role": role, "content": text}]
 
 
+def parsed_fields(n: int) -> dict[str, pl.Series]:
+    """The step fields of parsed feedback (none here) and the critic's refinement (none)."""
+    return {"refinement": pl.Series([None] * n, dtype=pl.String), "flagged_step": pl.Series([None] * n, dtype=pl.Int64),
+            "quoted": pl.Series([None] * n, dtype=pl.String), "recomputed": pl.Series([None] * n, dtype=pl.Int64)}
+
+
 def frames(at: str) -> dict[str, pl.DataFrame]:
     """Small artifacts of one iteration (or of the meta-skill step), schema-valid."""
     n = 4
@@ -164,12 +170,14 @@ def frames(at: str) -> dict[str, pl.DataFrame]:
             "feedback": ["Step 1 is right. Verdict: correct"] * n, "verdict": ["correct", "incorrect"] * 2,
             "score": [9, 3, 8, 2], "weaknesses": [None, "a dropped carry", None, "a dropped carry"],
             "suggestions": [None, "carry the one", None, "carry the one"], "parse_error": [None] * n,
-            "critic": [f"{ITERATIONS.get(at, 'data/base/model')}@abc"] * n, "iteration": [at] * n}),
+            **parsed_fields(n), "critic": [f"{ITERATIONS.get(at, 'data/base/model')}@abc"] * n,
+            "iteration": [at] * n}),
         "refinements": pl.DataFrame({
             "id": [f"{i}-r0" for i in ids], "candidate_id": ids, "prompt_id": [f"p{i}" for i in range(n)],
             "prompt": [f"Ann has {i} coins ." for i in range(n)], "round": [0] * n,
             "response": [f"answer {i}" for i in range(n)], "feedback": ["Verdict: correct"] * n,
-            "verdict": ["correct"] * n, "score": [9] * n, "model": [ITERATIONS.get(at, "data/base/model")] * n,
+            "verdict": ["correct"] * n, "score": [9] * n, "weaknesses": [None] * n, "suggestions": [None] * n,
+            "parse_error": [None] * n, **parsed_fields(n), "model": [ITERATIONS.get(at, "data/base/model")] * n,
             "iteration": [at] * n}),
         "sft": pl.DataFrame({
             "id": [f"{i}-sft" for i in ids], "prompt": [msgs("user", f"Ann has {i} coins .") for i in range(n)],

@@ -49,3 +49,17 @@ def test_splice_marks_a_fixed_answer_line_as_complete():
     assert splice(wrong_step, fb_for(wrong_step)) == ("Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 37", False)
     assert splice(wrong_line, fb_for(wrong_line)).complete
     assert splice(wrong_step, unparsed("x")) is None
+
+
+def test_splice_reads_the_structured_fields_not_the_text():
+    from honing.method.feedback import ParsedFeedback
+
+    response = "Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 47 ; Step 3 : 47 + 4 = 51 ; Answer : 51"
+    # the fields alone, as the Feedback artifact holds them: no feedback text at all
+    fields = ParsedFeedback("incorrect", 3, None, None, flagged_step=2, quoted="42 - 5", recomputed=37)
+    assert splice(response, fields) == ("Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 37", False)
+    assert splice(response, fields.__class__(**{**fields.__dict__, "quoted": "42 - 6"})) is None
+    answer_line = ParsedFeedback("incorrect", 9, None, None, flagged_step=4, quoted=None, recomputed=41)
+    wrong_line = "Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 37 ; Step 3 : 37 + 4 = 41 ; Answer : 40"
+    assert splice(wrong_line, answer_line) == (
+        "Step 1 : 39 + 3 = 42 ; Step 2 : 42 - 5 = 37 ; Step 3 : 37 + 4 = 41 ; Answer : 41", True)

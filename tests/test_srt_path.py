@@ -130,7 +130,7 @@ def test_critique_then_rewrite_refinement_through_a_served_critic(prompts):
 
         rows = feedback.join(candidates.select("id", "prompt", "model"), on="id", how="left", maintain_order="left")
         refined = refine_rounds(rows, policy, critic, TEMPLATES, RefineConfig(rounds=2, mode="rewrite"), "it1",
-                                parse=plan.parse, splice=plan.splice)
+                                splice=plan.splice)
     Refinements.validate(refined)
     assert refined.filter(pl.col("round") == 1).height == sum(wrong)  # only the flagged ones, and once
     for r in refined.filter(pl.col("round") == 1).iter_rows(named=True):
@@ -149,8 +149,9 @@ def test_evaluation_refines_in_the_preset_mode(prompts, mode):
     with ChatServer(reply=script) as server:
         policy = served(server, "policy")
         critic = make_critic({"backend": "self"}, policy=policy, templates=TEMPLATES, parse=plan.parse)
-        rows, metrics = evaluate(prompts, policy, critic, TEMPLATES, EvaluateConfig(rounds=2, mode=mode), "ck",
-                                 tasks=tasks, parse=plan.parse, splice=plan.splice)
+        rows, metrics = evaluate(prompts, policy, critic, TEMPLATES,
+                                 EvaluateConfig(refine=RefineConfig(rounds=2, mode=mode)), "ck",
+                                 tasks=tasks, splice=plan.splice)
     EvaluationRows.validate(rows)
     wrong = sum(int(a) % 2 == 0 for a in prompts["answer"])
     assert 0 < wrong < prompts.height
@@ -309,7 +310,8 @@ def test_refine_stage_refuses_an_impossible_combination_before_any_call(critique
         feedback = candidates.select("id", "prompt_id", "response").with_columns(
             feedback=pl.lit("Verdict: incorrect"), verdict=pl.lit("incorrect"), score=pl.lit(3),
             weaknesses=pl.lit("w"), suggestions=pl.lit("s"), parse_error=pl.lit(None, pl.String),
-            critic=pl.lit("c"), iteration=pl.lit("it1"))
+            refinement=pl.lit(None, pl.String), flagged_step=pl.lit(None, pl.Int64), quoted=pl.lit(None, pl.String),
+            recomputed=pl.lit(None, pl.Int64), critic=pl.lit("c"), iteration=pl.lit("it1"))
         write_artifact(feedback, root / "data/it1/critique/feedback.parquet", Feedback)
         set_params(root, templates=templates, policy=policy, refine={"mode": mode})
         calls_before = len(script.asked)

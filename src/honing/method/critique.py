@@ -5,7 +5,8 @@
   preset's parser. A critic whose replies do not parse stops early (`min_parse_rate`).
 - `RuleCritic`: a task family's rule oracle (the micro world's), the strong critic
   of the embedded preset. It needs no model and writes the refinement too.
-Both return `(text, ParsedFeedback)` per pair, in order.
+Both return `(text, ParsedFeedback)` per pair, in order; `feedback_frame` keeps
+both, the text as written (it is training data) and the parsed fields as columns.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from honing.calls.backends import ChatRequest, SamplingParams
 from honing.calls.ledger import SpendScope
 from honing.calls.roles import Role
 from honing.errors import HoningError
-from honing.method.feedback import ParsedFeedback
+from honing.method.feedback import ParsedFeedback, feedback_columns
 from honing.method.prompts import PromptSet, user
 
 Parser = Callable[[str], ParsedFeedback]
@@ -98,7 +99,8 @@ class RuleCritic:
 def feedback_frame(
     candidates: pl.DataFrame, critic: Critic, iteration: str
 ) -> pl.DataFrame:
-    """Critique every candidate; one feedback row per candidate (schema `Feedback`)."""
+    """Critique every candidate; one feedback row per candidate (schema `Feedback`):
+    the reply as written, and its fields parsed once (`FEEDBACK_COLUMNS`)."""
     results = critic.critique(candidates["prompt"].to_list(), candidates["response"].to_list())
     return pl.DataFrame(
         {
@@ -106,11 +108,7 @@ def feedback_frame(
             "prompt_id": candidates["prompt_id"],
             "response": candidates["response"],
             "feedback": [text for text, _ in results],
-            "verdict": [f.verdict for _, f in results],
-            "score": pl.Series([f.score for _, f in results], dtype=pl.Int64),
-            "weaknesses": pl.Series([f.weaknesses for _, f in results], dtype=pl.String),
-            "suggestions": pl.Series([f.suggestions for _, f in results], dtype=pl.String),
-            "parse_error": pl.Series([f.parse_error for _, f in results], dtype=pl.String),
+            **feedback_columns([fb for _, fb in results]),
             "critic": [critic.name] * len(results),
             "iteration": [iteration] * len(results),
         }

@@ -8,14 +8,14 @@ round, so the gain per refinement round is visible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import polars as pl
 
 from honing.calls.backends import SamplingParams
 from honing.calls.roles import Role
-from honing.method.critique import Critic, Parser, feedback_frame
+from honing.method.critique import Critic, feedback_frame
 from honing.method.generate import answer_requests, select_prompts
 from honing.method.prompts import PromptSet
 from honing.method.refine import RefineConfig, Splice, refine_rounds
@@ -26,20 +26,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    rounds: int = 1
-    mode: str = "continue"  # the stage sets it from refine.mode: one setting for both
-    max_tokens: int = 96
+    # How online self-refinement runs: its rounds, mode (the stage takes refine.mode,
+    # one setting for both) and max_tokens; `refine_rounds` runs it as in the refine stage.
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    max_tokens: int = 96  # of the direct answers
     num_prompts: int = 0  # 0 = the whole evaluation split
 
 
 def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: PromptSet,
-             cfg: EvaluateConfig, name: str, *, tasks: Tasks, parse: Parser,
+             cfg: EvaluateConfig, name: str, *, tasks: Tasks,
              splice: Splice | None = None) -> tuple[pl.DataFrame, dict]:
     """Returns per-round rows (schema `EvaluationRows`) and the metrics dict.
 
-    `tasks` checks the answers; `parse` and `splice` are refine's (`refine_rounds`)."""
+    `tasks` checks the answers; `splice` is refine's (`refine_rounds`)."""
     prompts = select_prompts(prompts, cfg.num_prompts, seed=0)  # a subset stable as the pool grows
     texts = prompts["prompt"].to_list()
+    rounds = cfg.refine.rounds
     greedy = SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
     results = policy.call(answer_requests(texts, templates, greedy), "evaluation answers")
     answers = pl.DataFrame({
@@ -47,14 +49,13 @@ def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: Pro
         "response": [r.text.strip() for r in results],
     })
     fb = feedback_frame(answers, critic, name).with_columns(prompt=answers["prompt"])
-    refined = refine_rounds(fb, policy, critic, templates, RefineConfig(cfg.rounds, cfg.mode, cfg.max_tokens),
-                            name, parse=parse, splice=splice)
+    refined = refine_rounds(fb, policy, critic, templates, cfg.refine, name, splice=splice)
     by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
     # carry each prompt's latest answer through every round, so round r is "after r rounds"
     latest: dict[str, dict] = {}
     rows = []
-    by_round = {r: refined.filter(pl.col("round") == r) for r in range(cfg.rounds + 1)}
-    for rnd in range(cfg.rounds + 1):
+    by_round = {r: refined.filter(pl.col("round") == r) for r in range(rounds + 1)}
+    for rnd in range(rounds + 1):
         for r in by_round[rnd].iter_rows(named=True):
             latest[r["prompt_id"]] = r
         for pid in prompts["id"].to_list():
@@ -65,7 +66,7 @@ def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: Pro
     frame = pl.DataFrame(rows, schema={"id": pl.String, "prompt_id": pl.String, "round": pl.Int64,
                                        "response": pl.String, "verdict": pl.String, "correct": pl.Boolean,
                                        "model": pl.String, "iteration": pl.String})
-    return frame, evaluation_metrics(frame, cfg.rounds)
+    return frame, evaluation_metrics(frame, rounds)
 
 
 def evaluation_metrics(frame: pl.DataFrame, rounds: int) -> dict:

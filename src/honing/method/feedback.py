@@ -12,6 +12,11 @@ refinement mode cannot disagree: `plan_feedback` checks a stage's combination of
 preset, refinement mode, critic and task families, and fails in one line before
 any model is called.
 
+Feedback is parsed once, where it is written (`honing.method.critique.feedback_frame`,
+and each refinement round): the Feedback and Refinements artifacts hold the reply as
+written (it is training data) beside its fields (`FEEDBACK_COLUMNS`), and refinement
+reads the fields back (`from_columns`) instead of parsing the text again.
+
 A reply that cannot be parsed is kept with verdict "unparsed" and the reason in
 `parse_error`; it is never dropped silently.
 """
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import yaml
 
 from honing.errors import HoningError
@@ -34,16 +40,45 @@ SRT = "srt"
 
 @dataclass(frozen=True)
 class ParsedFeedback:
+    """Feedback parsed into fields, once: the Feedback and Refinements artifacts hold
+    these as columns (`FEEDBACK_COLUMNS`), and refinement reads them from there."""
+
     verdict: str  # "correct", "incorrect" or "unparsed"
     score: int | None
     weaknesses: str | None
     suggestions: str | None
     parse_error: str | None = None
     refinement: str | None = None  # the critic's own refinement, where it wrote one
+    # Where a format checks step by step (the micro world's "check"): the step the
+    # feedback flags (1-based; one past the last step is the answer line), the
+    # operation it quoted there as the answer wrote it ("42 - 5"; None on the answer
+    # line), and the value it recomputed. None where the format has no steps (srt).
+    flagged_step: int | None = None
+    quoted: str | None = None
+    recomputed: int | None = None
 
 
 def unparsed(reason: str) -> ParsedFeedback:
     return ParsedFeedback("unparsed", None, None, None, parse_error=reason)
+
+
+# The parsed fields as artifact columns (Feedback, Refinements), in this order.
+FEEDBACK_COLUMNS = {
+    "verdict": pl.String, "score": pl.Int64, "weaknesses": pl.String, "suggestions": pl.String,
+    "parse_error": pl.String, "refinement": pl.String, "flagged_step": pl.Int64, "quoted": pl.String,
+    "recomputed": pl.Int64,
+}
+
+
+def feedback_columns(parsed: list[ParsedFeedback]) -> dict[str, pl.Series]:
+    """The parsed fields of many replies, one typed column each (`FEEDBACK_COLUMNS`)."""
+    return {name: pl.Series(name, [getattr(fb, name) for fb in parsed], dtype=dtype)
+            for name, dtype in FEEDBACK_COLUMNS.items()}
+
+
+def from_columns(row: Mapping[str, Any]) -> ParsedFeedback:
+    """A row's parsed feedback, read back from its columns: no parsing of the text."""
+    return ParsedFeedback(**{name: row[name] for name in FEEDBACK_COLUMNS})
 
 
 _SRT_FIELDS = ("Weaknesses", "Score", "Suggestions", "Verdict", "Refinement")

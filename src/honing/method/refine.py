@@ -27,8 +27,8 @@ import polars as pl
 
 from honing.calls.backends import ChatRequest, SamplingParams
 from honing.calls.roles import Role
-from honing.method.critique import Critic, Parser
-from honing.method.feedback import MODES, ParsedFeedback
+from honing.method.critique import Critic
+from honing.method.feedback import FEEDBACK_COLUMNS, MODES, ParsedFeedback, from_columns
 from honing.method.prompts import PromptSet, assistant, user
 
 # continue mode: (answer, its feedback) -> a Splice (text, complete) or None
@@ -42,15 +42,14 @@ class RefineConfig:
     max_tokens: int = 96
 
 
-def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet, parse: Parser,
-                     splice: Splice | None):
+def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet, splice: Splice | None):
     """Requests for the rows that can be refined (rows the feedback does not apply to
     get none and stop refining; a fixed answer line needs no model call)."""
     params = SamplingParams(temperature=0.0, max_tokens=cfg.max_tokens)
     requests, targets, prefixes = [], [], []
     for i, row in enumerate(rows):
         if cfg.mode == "continue":
-            cut = splice(row["response"], parse(row["feedback"]))
+            cut = splice(row["response"], from_columns(row))  # the parsed fields, not the text again
             if cut is None:  # the feedback does not point at a step of this answer
                 continue
             if cut.complete:  # e.g. the answer line was fixed: nothing left to continue
@@ -70,13 +69,14 @@ def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet, 
 
 def refine_rounds(
     feedback: pl.DataFrame, policy: Role | None, critic: Critic, templates: PromptSet,
-    cfg: RefineConfig, iteration: str, *, parse: Parser, splice: Splice | None = None,
+    cfg: RefineConfig, iteration: str, *, splice: Splice | None = None,
 ) -> pl.DataFrame:
     """All rounds of every candidate (schema `Refinements`), round 0 included.
 
     `feedback` holds the answers and their round-0 feedback (`Feedback` columns
-    plus `prompt`); `parse` reads that feedback (the preset's format); `splice` is
-    the task family's continue-mode cut (`honing.tasks.base.TaskFamily.splice`).
+    plus `prompt`), parsed already: refinement reads the fields (the flagged step
+    for `splice`, the critic's refinement), never the text again. `splice` is the
+    task family's continue-mode cut (`honing.tasks.base.TaskFamily.splice`).
     """
     if cfg.mode not in MODES:
         raise ValueError(f"refine.mode must be one of {', '.join(MODES)}, found {cfg.mode!r}")
@@ -93,9 +93,9 @@ def refine_rounds(
         if not active:
             break
         if cfg.mode == "critic":
-            refined = [parse(r["feedback"]).refinement for r in active]
+            refined = [r["refinement"] for r in active]
         else:
-            requests, targets, prefixes = _refine_requests(active, cfg, templates, parse, splice)
+            requests, targets, prefixes = _refine_requests(active, cfg, templates, splice)
             refined = [r.pop("_refined", None) for r in active]
             results = policy.call(requests, f"refine round {rnd}") if requests else []
             for i, prefix, res in zip(targets, prefixes, results, strict=True):
@@ -106,12 +106,15 @@ def refine_rounds(
         judged = critic.critique([r["prompt"] for r, _ in todo], [t for _, t in todo])
         active = []
         for (prev, text), (fb_text, fb) in zip(todo, judged, strict=True):
-            row = {**prev, "round": rnd, "response": text, "feedback": fb_text, "verdict": fb.verdict,
-                   "score": fb.score, "model": model}
+            row = {**prev, "round": rnd, "response": text, "feedback": fb_text, **_fields(fb), "model": model}
             out.append(row)
             if fb.verdict == "incorrect":
                 active.append(row)
     return _frame(out, iteration)
+
+
+def _fields(fb: ParsedFeedback) -> dict:
+    return {name: getattr(fb, name) for name in FEEDBACK_COLUMNS}
 
 
 def _frame(rows: list[dict], iteration: str) -> pl.DataFrame:
@@ -124,8 +127,7 @@ def _frame(rows: list[dict], iteration: str) -> pl.DataFrame:
             "round": pl.Series([r["round"] for r in rows], dtype=pl.Int64),
             "response": [r["response"] for r in rows],
             "feedback": [r["feedback"] for r in rows],
-            "verdict": [r["verdict"] for r in rows],
-            "score": pl.Series([r["score"] for r in rows], dtype=pl.Int64),
+            **{name: pl.Series([r[name] for r in rows], dtype=dtype) for name, dtype in FEEDBACK_COLUMNS.items()},
             "model": [r["model"] for r in rows],
             "iteration": [iteration] * len(rows),
         }

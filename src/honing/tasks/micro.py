@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from honing.method.feedback import ParsedFeedback, unparsed
 from honing.micro import oracle, world
@@ -48,15 +48,6 @@ def problems(n: int, rng: random.Random, min_steps: int, max_steps: int) -> list
 # ---------------------------------------------------------------- the "check" format
 
 
-@dataclass(frozen=True)
-class StepFeedback(ParsedFeedback):
-    """Parsed "check" feedback: where the first wrong step is and what it should be."""
-
-    wrong_step: int | None = None  # 1-based; n_steps + 1 is the answer line
-    recomputed: int | None = None  # the value the check computed there
-    quoted: tuple[int, str, int] | None = None  # the operands it quoted
-
-
 _CHECK_STEP = re.compile(r"^Step (\d+) : (\d+) ([+-]) (\d+) : ")
 _GIVES = re.compile(r"^gives (\d+)$")
 _CLAIMS = re.compile(r"^claims (.+) (ok|no)$")
@@ -70,7 +61,9 @@ def check_score(steps_ok: int) -> int:
 
 
 def parse_check(text: str) -> ParsedFeedback:
-    """Parse the step-by-step check; the first "no" is the weakness."""
+    """Parse the step-by-step check; the first "no" is the weakness, and its step, the
+    operation quoted there and the recomputed value are the feedback's `flagged_step`,
+    `quoted` and `recomputed`."""
     parts = [p.strip() for p in text.strip().split(";")]
     if not parts or not (m := _VERDICT.match(parts[-1])):
         return unparsed("no final 'Verdict : correct|incorrect'")
@@ -78,7 +71,7 @@ def parse_check(text: str) -> ParsedFeedback:
     steps_ok, step, quoted, gives = 0, None, None, None
     for part in parts[:-1]:
         if s := _CHECK_STEP.match(part):
-            step, quoted = int(s.group(1)), (int(s.group(2)), s.group(3), int(s.group(4)))
+            step, quoted = int(s.group(1)), f"{int(s.group(2))} {s.group(3)} {int(s.group(4))}"
         elif a := _ANSWER_GIVES.match(part):
             step, quoted, gives = steps_ok + 1, None, int(a.group(1))
         elif g := _GIVES.match(part):
@@ -90,19 +83,19 @@ def parse_check(text: str) -> ParsedFeedback:
             if verdict == "correct":
                 return unparsed(f"step {step} is marked 'no' but the verdict is correct")
             where = f"step {step}" if quoted else "the final answer"
-            operation = f" ({quoted[0]} {quoted[1]} {quoted[2]})" if quoted else ""
-            return StepFeedback(
+            operation = f" ({quoted})" if quoted else ""
+            return ParsedFeedback(
                 "incorrect",
                 check_score(steps_ok),
                 weaknesses=f"{where}{operation} gives {gives}, the solution claims {c.group(1)}",
                 suggestions=f"write {gives} at {where} and redo every step after it",
-                wrong_step=step,
-                recomputed=gives,
+                flagged_step=step,
                 quoted=quoted,
+                recomputed=gives,
             )
     if verdict == "incorrect":
         return unparsed("verdict incorrect but no step is marked 'no'")
-    return StepFeedback("correct", 10, weaknesses="none", suggestions="none")
+    return ParsedFeedback("correct", 10, weaknesses="none", suggestions="none")
 
 
 def check(prompt: str, response: str) -> tuple[str, ParsedFeedback]:
@@ -117,25 +110,30 @@ def check(prompt: str, response: str) -> tuple[str, ParsedFeedback]:
 def corrected_prefix(response: str, fb: ParsedFeedback) -> str | None:
     """The answer up to its first wrong step, with the recomputed value in place.
 
-    None when the feedback does not apply to this answer (no flagged step, or the
-    operands it quotes are not the ones the answer wrote).
+    Reads the feedback's structured fields (`flagged_step`, `quoted`, `recomputed`,
+    as the Feedback artifact holds them). None when the feedback does not apply to
+    this answer (no flagged step, or the operation it quotes is not the one the
+    answer wrote there).
     """
-    if not isinstance(fb, StepFeedback) or fb.verdict != "incorrect" or fb.wrong_step is None \
-            or fb.recomputed is None:
+    if fb.verdict != "incorrect" or fb.flagged_step is None or fb.recomputed is None:
         return None
     steps = world.parse_solution(response).steps
-    k = fb.wrong_step
+    k = fb.flagged_step
     kept = [world.format_step(i + 1, *s) for i, s in enumerate(steps[: k - 1])]
     if fb.quoted is None:  # the final answer line is wrong; every step was right
         if len(steps) != k - 1:
             return None
         return " ; ".join([*kept, f"Answer : {fb.recomputed}"])
-    if len(steps) < k or steps[k - 1][:3] != fb.quoted:
+    if len(steps) < k:
         return None
-    return " ; ".join([*kept, world.format_step(k, *fb.quoted, fb.recomputed)])
+    a, op, b, _ = steps[k - 1]
+    if f"{a} {op} {b}" != fb.quoted:
+        return None
+    return " ; ".join([*kept, world.format_step(k, a, op, b, fb.recomputed)])
 
 
 def splice(response: str, fb: ParsedFeedback) -> Splice | None:
+    """Continue mode's cut of `response` by its feedback's structured fields."""
     prefix = corrected_prefix(response, fb)
     if prefix is None:
         return None
