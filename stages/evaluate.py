@@ -26,10 +26,10 @@ def run(argv: list[str]) -> None:
     if "mode" in block:
         raise StageError("params.yaml `evaluate.mode`: evaluation refines in `refine.mode`; remove evaluate.mode")
     critic_spec = block.pop("critic", {"backend": "self"})
-    # online self-refinement: evaluate's rounds and max_tokens (the direct answers' too),
-    # refine's mode: one refinement setting for both stages
+    # online self-refinement: evaluate's rounds, strategy and max_tokens (the direct answers'
+    # too), refine's mode: one way of refining for both stages
     mode = (params.get("refine") or {}).get("mode", RefineConfig.mode)
-    own = {key: block.pop(key) for key in ("rounds", "max_tokens") if key in block}
+    own = {key: block.pop(key) for key in ("rounds", "strategy", "max_tokens") if key in block}
     refine = to_config(RefineConfig, {**own, "mode": mode}, STAGE)
     cfg = to_config(EvaluateConfig, {**block, "refine": refine, "max_tokens": refine.max_tokens}, STAGE)
     prompts = read_artifact("data/prepare/eval.parquet", Prompts)

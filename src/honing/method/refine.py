@@ -1,7 +1,22 @@
-"""refine: R rounds of self-refinement, stopping early once the critic says "correct".
+"""refine: rounds of self-refinement, and EVOLVE's generation strategies.
 
-Round 0 is the answer and its feedback. In each round every answer still judged
-incorrect is refined, then critiqued again. Three ways to refine (`mode`):
+Round 0 is each answer (the generate stage's k samples and greedy answer) with its
+feedback, parsed once by the critique stage. Which answers a round refines is the
+`strategy`, named as in EVOLVE:
+
+- "parallel" (parallel sampling): no refinement; the answers and their feedback
+  are the data (`rounds` is not read).
+- "self_refine" (self-refinement, as SELF refines online): round r refines round
+  r-1's answer only while the critic judges it "incorrect"; a "correct" or
+  unparsed verdict ends it. The default.
+- "chain" (EVOLVE's chain of self-refinement): round r refines round r-1's answer
+  whatever the verdict, for all `rounds`, and every round is recorded (with its
+  feedback) as data. Stop rule: a chain ends early when a round cannot refine its
+  answer (continue mode: the feedback flags no step the answer wrote; critic mode:
+  the critic wrote no refinement) or gives the same answer back, a fixed point
+  that greedy refinement would only repeat.
+
+How a round refines an answer (`mode`):
 
 - "continue" (the micro world, after the second prototype): the flagged step's
   recomputed value is put in place of the claimed one and the policy continues
@@ -35,11 +50,15 @@ from honing.method.prompts import PromptSet, assistant, user
 Splice = Callable[[str, ParsedFeedback], Any]
 
 
+STRATEGIES = ("parallel", "self_refine", "chain")
+
+
 @dataclass(frozen=True)
 class RefineConfig:
-    rounds: int = 1
-    mode: str = "continue"
+    rounds: int = 1  # at most; self_refine and chain may stop earlier
+    mode: str = "continue"  # how a round refines: continue | rewrite | critic
     max_tokens: int = 96
+    strategy: str = "self_refine"  # which answers a round refines: parallel | self_refine | chain
 
 
 def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet, splice: Splice | None):
@@ -82,25 +101,22 @@ def refine_rounds(
         raise ValueError(f"refine.mode must be one of {', '.join(MODES)}, found {cfg.mode!r}")
     if cfg.mode == "continue" and splice is None:
         raise ValueError("refine.mode continue needs a task family with a step checker (its splice)")
+    if cfg.strategy not in STRATEGIES:
+        raise ValueError(f"refine.strategy must be one of {', '.join(STRATEGIES)}, found {cfg.strategy!r}")
     model = policy.model_id if policy is not None else critic.name
     current = [
         {**row, "candidate_id": row["id"], "round": 0, "model": row.get("model", model)}
         for row in feedback.iter_rows(named=True)
     ]
     out = list(current)
-    active = [r for r in current if r["verdict"] == "incorrect"]
-    for rnd in range(1, cfg.rounds + 1):
+    active = [r for r in current if _goes_on(r, cfg.strategy)]
+    for rnd in range(1, (0 if cfg.strategy == "parallel" else cfg.rounds) + 1):
         if not active:
             break
-        if cfg.mode == "critic":
-            refined = [r["refinement"] for r in active]
-        else:
-            requests, targets, prefixes = _refine_requests(active, cfg, templates, splice)
-            refined = [r.pop("_refined", None) for r in active]
-            results = policy.call(requests, f"refine round {rnd}") if requests else []
-            for i, prefix, res in zip(targets, prefixes, results, strict=True):
-                refined[i] = f"{prefix} {res.text.strip()}".strip() if prefix else res.text.strip()
+        refined = _refine(active, policy, templates, cfg, splice, rnd)
         todo = [(r, text) for r, text in zip(active, refined, strict=True) if text is not None]
+        if cfg.strategy == "chain":  # a fixed point ends the chain
+            todo = [(r, text) for r, text in todo if text != r["response"]]
         if not todo:
             break
         judged = critic.critique([r["prompt"] for r, _ in todo], [t for _, t in todo])
@@ -108,9 +124,28 @@ def refine_rounds(
         for (prev, text), (fb_text, fb) in zip(todo, judged, strict=True):
             row = {**prev, "round": rnd, "response": text, "feedback": fb_text, **_fields(fb), "model": model}
             out.append(row)
-            if fb.verdict == "incorrect":
+            if _goes_on(row, cfg.strategy):
                 active.append(row)
     return _frame(out, iteration)
+
+
+def _goes_on(row: dict, strategy: str) -> bool:
+    """Whether the next round refines this answer: a chain refines every answer;
+    self-refinement only those its critic judged incorrect."""
+    return strategy == "chain" or row["verdict"] == "incorrect"
+
+
+def _refine(rows: list[dict], policy: Role | None, templates: PromptSet, cfg: RefineConfig,
+            splice: Splice | None, rnd: int) -> list[str | None]:
+    """The refined answer of each row, None where it cannot be refined."""
+    if cfg.mode == "critic":
+        return [r["refinement"] for r in rows]
+    requests, targets, prefixes = _refine_requests(rows, cfg, templates, splice)
+    refined = [r.pop("_refined", None) for r in rows]
+    results = policy.call(requests, f"refine round {rnd}") if requests else []
+    for i, prefix, res in zip(targets, prefixes, results, strict=True):
+        refined[i] = f"{prefix} {res.text.strip()}".strip() if prefix else res.text.strip()
+    return refined
 
 
 def _fields(fb: ParsedFeedback) -> dict:
