@@ -27,6 +27,7 @@ from honing.tasks.families import load_tasks
 from schemas.pairs import PreferencePairs
 from schemas.refinements import Refinements
 from schemas.sft import SFTRecords
+from stages._params import StageError, to_config
 
 # ---------------------------------------------------------------- refine_rounds per strategy
 
@@ -119,13 +120,14 @@ def test_chain_in_continue_mode_ends_where_no_step_is_flagged():
     assert rounds_of(outs["chain"])["c0"][-1] == world.gold_solution(p)
 
 
-def test_an_unknown_strategy_fails_before_any_call():
-    critic = ScriptedCritic(CRITIC)
-    policy = ScriptedPolicy()
-    with pytest.raises(ValueError, match="refine.strategy must be one of parallel, self_refine, chain, found 'chian'"):
-        refine_rounds(round0(ANSWERS, critic), policy_role(policy), critic, SRT,
-                      RefineConfig(mode="rewrite", strategy="chian"), "it1")
-    assert policy.requests == []
+def test_the_params_blocks_pick_the_strategy_and_the_pair_rules():
+    assert to_config(RefineConfig, {"rounds": 2, "strategy": "chain"}, "refine").strategy == "chain"
+    pairs_cfg = to_config(PairsConfig, {"pairs": ["best_worst", "refined_original"]}, "build_pairs")
+    assert pairs_cfg.pairs == ("best_worst", "refined_original")
+    # an unknown strategy stops when the params are read, before any model is loaded
+    with pytest.raises(StageError, match="params.yaml `refine`: strategy must be one of parallel, self_refine, "
+                                         "chain, found 'chian'"):
+        to_config(RefineConfig, {"strategy": "chian"}, "refine")
 
 
 def test_evaluation_with_a_chain_refines_answers_judged_correct():

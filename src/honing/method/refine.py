@@ -60,6 +60,10 @@ class RefineConfig:
     max_tokens: int = 96
     strategy: str = "self_refine"  # which answers a round refines: parallel | self_refine | chain
 
+    def __post_init__(self):  # checked when params are read, before any model is loaded
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, found {self.strategy!r}")
+
 
 def _refine_requests(rows: list[dict], cfg: RefineConfig, templates: PromptSet, splice: Splice | None):
     """Requests for the rows that can be refined (rows the feedback does not apply to
@@ -101,8 +105,6 @@ def refine_rounds(
         raise ValueError(f"refine.mode must be one of {', '.join(MODES)}, found {cfg.mode!r}")
     if cfg.mode == "continue" and splice is None:
         raise ValueError("refine.mode continue needs a task family with a step checker (its splice)")
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(f"refine.strategy must be one of {', '.join(STRATEGIES)}, found {cfg.strategy!r}")
     model = policy.model_id if policy is not None else critic.name
     current = [
         {**row, "candidate_id": row["id"], "round": 0, "model": row.get("model", model)}
