@@ -17,6 +17,12 @@ class Filtered(pa.DataFrameModel):
     verdict: str = pa.Field(isin=PARSED_VERDICTS)
     score: pl.Int64 = pa.Field(**SCORE, nullable=True)
     correct: pl.Boolean = pa.Field(nullable=True, description="rule check; null without a reference")
+    final_answer: str = pa.Field(nullable=True, description="the final answer the task family reads")
+    majority: str = pa.Field(nullable=True, description="the final answer most of the prompt's samples reach; "
+                                                        "null on a tie")
+    agreement: pl.Float64 = pa.Field(ge=0, le=1, description="the share of the prompt's samples that reach "
+                                                             "the majority (self-consistency)")
+    reward: pl.Float64 = pa.Field(nullable=True, description="the reward model's score; null without one")
     kept: pl.Boolean = pa.Field()
     reason: str = pa.Field(nullable=True, description="why it was dropped")
     iteration: str = pa.Field(**TEXT)

@@ -4,6 +4,7 @@ from schemas.candidates import Candidates
 from schemas.evaluation import EvaluationRows
 from schemas.feedback import Feedback
 from schemas.filtered import Filtered
+from schemas.judgements import Judgements
 from schemas.meta_corpus import MetaCorpus
 from schemas.pairs import PreferencePairs
 from schemas.prompts import Prompts
@@ -22,6 +23,7 @@ ARTIFACTS = {
     "sft": SFTRecords,
     "pairs": PreferencePairs,
     "evaluation": EvaluationRows,
+    "judgements": Judgements,
     "quarantine": Quarantine,
 }
 
@@ -31,6 +33,7 @@ __all__ = [
     "EvaluationRows",
     "Feedback",
     "Filtered",
+    "Judgements",
     "MetaCorpus",
     "PreferencePairs",
     "Prompts",

@@ -1,6 +1,6 @@
-"""filter@<iteration>: rule check against the reference, score, length and duplicate
-rules on each candidate's final answer. Every row is kept in the output with its
-reason; `kept` says which ones go on."""
+"""filter@<iteration>: rule check against the reference, score, reward model,
+self-consistency, length and duplicate rules on each candidate's final answer. Every
+row is kept in the output with its reason; `kept` says which ones go on."""
 
 from honing.artifacts.io import read_artifact, write_artifact
 from honing.method.filters import (
@@ -9,6 +9,8 @@ from honing.method.filters import (
     filter_metrics,
     final_answers,
 )
+from honing.method.prompts import PromptSet
+from honing.method.reward import RewardModel, RewardModelConfig, reward_values
 from schemas.filtered import Filtered
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
@@ -21,12 +23,25 @@ STAGE = "filter"
 
 def run(argv: list[str]) -> None:
     (iteration,) = argv
-    cfg = to_config(FilterConfig, stage_block(load_params(STAGE, iteration), STAGE, iteration), STAGE)
+    params = load_params(STAGE, iteration)
+    block = stage_block(params, STAGE, iteration)
+    reward_spec = block.pop("reward_model", None)  # {model, min_reward, batch_size, ...} or null
+    reward_cfg = reward_spec and to_config(RewardModelConfig, reward_spec, f"{STAGE}.reward_model")
+    cfg = to_config(FilterConfig, {**block, "min_reward": reward_cfg and reward_cfg.min_reward}, STAGE)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)
     refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
-    filtered = filter_answers(final_answers(refinements), prompts, cfg, iteration, tasks=stage_tasks(prompts))
+    finals = final_answers(refinements)
+    rewards, runtime = None, None
+    if reward_cfg:
+        model = RewardModel(reward_cfg)
+        rewards = reward_values(finals, PromptSet(params["templates"]), model)
+        runtime = {"reward_model": model.runtime()}
+    filtered = filter_answers(finals, prompts, cfg, iteration, tasks=stage_tasks(prompts), rewards=rewards)
     write_artifact(filtered, f"data/{iteration}/filter/filtered.parquet", Filtered)
-    write_metrics(f"metrics/{iteration}/filter.json", filter_metrics(filtered))
+    metrics = filter_metrics(filtered, cfg)
+    if reward_cfg:
+        metrics["reward_model"] = {"model": model.model_id, **model.metrics()}
+    write_metrics(f"metrics/{iteration}/filter.json", metrics, runtime)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,8 @@ def test_imports_inside_functions_count_and_type_checking_ones_do_not(tmp_path, 
 
 
 def test_model_free_stages_import_no_model_call_code():
-    for stage in ("prepare", "filter", "build_sft", "build_pairs", "train", "train_meta", "report"):
+    # filter and build_pairs call a reward model or an LLM judge when their params name one
+    for stage in ("prepare", "build_sft", "train", "train_meta", "report"):
         calls = [p for p in closure(f"stages.{stage}") if "calls" in p.relative_to(ROOT).parts]
         assert not calls, f"{stage} imports model-call code: {calls}"
 

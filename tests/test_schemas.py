@@ -19,6 +19,7 @@ from schemas.registry import (
     EvaluationRows,
     Feedback,
     Filtered,
+    Judgements,
     MetaCorpus,
     PreferencePairs,
     Prompts,
@@ -51,8 +52,8 @@ VALID = {
                   "suggestions": None, "parse_error": None, "refinement": None, "flagged_step": 2,
                   "quoted": "42 - 5", "recomputed": 37, "model": "it0", "iteration": "it1"},
     Filtered: {"id": "c1", "prompt_id": "p1", "prompt": "q", "response": "r", "rounds": 1,
-               "verdict": "correct", "score": 8, "correct": None, "kept": True, "reason": None,
-               "iteration": "it1"},
+               "verdict": "correct", "score": 8, "correct": None, "final_answer": "7", "majority": "7",
+               "agreement": 1.0, "reward": None, "kept": True, "reason": None, "iteration": "it1"},
     SFTRecords: {"id": "s1", "prompt": msg("user", "q"), "completion": msg("assistant", "a"),
                  "kind": "answer", "source_id": "c1", "iteration": "it1"},
     PreferencePairs: {"id": "d1", "prompt_id": "p1", "prompt": msg("user", "q"),
@@ -60,6 +61,9 @@ VALID = {
                       "chosen_score": 9.0, "rejected_score": 2.0, "margin": 7.0, "iteration": "it1"},
     EvaluationRows: {"id": "e1", "prompt_id": "p1", "round": 0, "response": "r", "verdict": "correct",
                      "correct": True, "model": "it1", "iteration": "it1"},
+    Judgements: {"id": "p1@0", "prompt_id": "p1", "round": 0, "answer": "a", "reference": "b",
+                 "answer_first": "answer", "reference_first": "answer", "outcome": "win", "tie_cause": None,
+                 "parse_error": None, "judge": "gpt", "iteration": "it1"},
     Quarantine: {"source_file": "in.jsonl", "row_id": None, "column": None, "reason": "empty prompt",
                  "row": "{}"},
 }
@@ -162,6 +166,7 @@ BROKEN = [
     (Filtered, {"kept": False}, "reason", "reason must be set when kept is false (check reason_when_dropped)"),
     (Filtered, {"kept": False, "reason": "  "}, "reason", "reason must be set when kept is false"),
     (Filtered, {"score": 11}, "score", "score above 10"),
+    (Filtered, {"agreement": 1.5}, "agreement", "agreement above 1"),
     # sft records
     (SFTRecords, {"prompt": []}, "prompt", "prompt must be a non-empty list of messages"),
     (SFTRecords, {"prompt": msg("bot", "q")}, "prompt",
@@ -183,6 +188,12 @@ BROKEN = [
     (EvaluationRows, {"round": -1}, "round", "round below 0"),
     (EvaluationRows, {"correct": None}, "correct", "missing correct"),
     (EvaluationRows, {"verdict": "?"}, "verdict", "unknown verdict"),
+    # judgements
+    (Judgements, {"outcome": "draw"}, "outcome", "unknown outcome (check one of 'win', 'loss', 'tie')"),
+    (Judgements, {"answer_first": "A"}, "answer_first", "unknown answer_first"),
+    (Judgements, {"tie_cause": "orders_disagree"}, "tie_cause",
+     "tie_cause must be set exactly when the outcome is a tie"),
+    (Judgements, {"outcome": "tie"}, "tie_cause", "tie_cause must be set exactly when the outcome is a tie"),
     # quarantine
     (Quarantine, {"reason": ""}, "reason", "empty reason"),
     (Quarantine, {"source_file": None}, "source_file", "missing source_file"),
@@ -212,6 +223,7 @@ def test_constraint_failure_names_file_row_and_column(schema, changes, column, w
                 "recomputed": 7}),
     (SFTRecords, {"prompt": msg("system", "s") + msg("user", "q") + msg("assistant", "a") + msg("user", "f")}),
     (Quarantine, {"row_id": "x", "column": "prompt"}),
+    (Judgements, {"outcome": "tie", "tie_cause": "orders_disagree", "reference_first": "reference"}),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_allowed_values_pass(schema, changes):
     validate(frame(schema, **changes), schema, path=PATH, id_column=ID_COLUMN.get(schema, "id"))

@@ -16,6 +16,7 @@ in TRL's conversational prompt/chosen/rejected format.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,19 +27,24 @@ from honing.method.prompts import PromptSet, assistant, user
 if TYPE_CHECKING:
     from honing.tasks.base import Tasks
 
-SIGNALS = ("rule", "score", "rule+score")
+SIGNALS = ("rule", "score", "rule+score", "self_consistency", "reward", "judge")  # honing.method.signals
+COMPUTED_SIGNALS = ("self_consistency", "reward", "judge")  # computed over all rows first, passed as `values`
 PAIR_RULES = ("best_worst", "refined_original")
 
 
 @dataclass(frozen=True)
 class PairsConfig:
-    signal: str = "rule"  # rule: 1/0 by the task's rule check; score: the critic's 1-10
+    signal: str = "rule"  # one of SIGNALS; rule: 1/0 by the task's rule check; score: the critic's 1-10
     min_margin: float = 1.0
     max_pairs_per_prompt: int = 1
     pairs: tuple[str, ...] = ("best_worst",)  # the rules that build pairs, from PAIR_RULES
 
 
-def signal_value(signal: str, correct: bool | None, score: int | None) -> float | None:
+def signal_value(signal: str, correct: bool | None, score: int | None,
+                 computed: float | None = None) -> float | None:
+    """An answer's value by `signal`; `computed` is its value by a computed signal."""
+    if signal in COMPUTED_SIGNALS:
+        return computed
     if signal == "rule":
         return None if correct is None else float(correct)
     if signal == "score":
@@ -50,11 +56,15 @@ def signal_value(signal: str, correct: bool | None, score: int | None) -> float 
 
 
 def build_pairs(refinements: pl.DataFrame, prompts: pl.DataFrame, templates: PromptSet,
-                cfg: PairsConfig, iteration: str, *, tasks: Tasks) -> pl.DataFrame:
+                cfg: PairsConfig, iteration: str, *, tasks: Tasks,
+                values: Mapping[str, float | None] | None = None) -> pl.DataFrame:
     """`prompts`: the prompt rows (id, answer, task, metadata); `tasks`: their task
-    families, whose rule check gives the `rule` signal."""
+    families, whose rule check gives the `rule` signal; `values`: refinement row id ->
+    its value by a computed signal (self_consistency, reward, judge: honing.method.signals)."""
     if cfg.signal not in SIGNALS:
         raise ValueError(f"build_pairs.signal must be one of {', '.join(SIGNALS)}, found {cfg.signal!r}")
+    if cfg.signal in COMPUTED_SIGNALS and values is None:
+        raise ValueError(f"build_pairs.signal {cfg.signal!r} needs each answer's value computed first (values=)")
     unknown = [rule for rule in cfg.pairs if rule not in PAIR_RULES]
     if unknown or not cfg.pairs:
         raise ValueError(f"build_pairs.pairs must list some of {', '.join(PAIR_RULES)}, found {list(cfg.pairs)!r}")
@@ -62,7 +72,8 @@ def build_pairs(refinements: pl.DataFrame, prompts: pl.DataFrame, templates: Pro
     by_prompt: dict[str, list[tuple[float, str, str]]] = {}
     texts: dict[str, str] = {}
     for r in refinements.iter_rows(named=True):
-        value = signal_value(cfg.signal, tasks.verify(r["response"], by_id.get(r["prompt_id"])), r["score"])
+        value = signal_value(cfg.signal, tasks.verify(r["response"], by_id.get(r["prompt_id"])), r["score"],
+                             (values or {}).get(r["id"]))
         if value is None:
             continue
         texts[r["prompt_id"]] = r["prompt"]

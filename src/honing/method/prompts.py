@@ -14,7 +14,7 @@ import jinja2
 
 
 class PromptSet:
-    """The templates of one preset: answer, feedback and (optionally) refine."""
+    """The templates of one preset: answer, feedback and (optionally) refine and judge."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -37,6 +37,10 @@ class PromptSet:
 
     def refine(self, prompt: str, response: str, feedback: str) -> str:
         return self._render("refine", prompt=prompt, response=response, feedback=feedback)
+
+    def judge(self, prompt: str, first: str, second: str) -> str:
+        """A pairwise judge's prompt: `first` is shown as answer A, `second` as B."""
+        return self._render("judge", prompt=prompt, first=first, second=second)
 
     def has(self, name: str) -> bool:
         return (self.folder / f"{name}.jinja2").exists()
