@@ -15,7 +15,7 @@ from schemas.filtered import Filtered
 from schemas.prompts import Prompts
 from schemas.refinements import Refinements
 from stages._outputs import write_metrics
-from stages._params import load_params, main, stage_block, to_config
+from stages._params import StageError, load_params, main, stage_block, to_config
 from stages._tasks import stage_tasks
 
 STAGE = "filter"
@@ -26,6 +26,9 @@ def run(argv: list[str]) -> None:
     params = load_params(STAGE, iteration)
     block = stage_block(params, STAGE, iteration)
     reward_spec = block.pop("reward_model", None)  # {model, min_reward, batch_size, ...} or null
+    if "min_reward" in block:
+        raise StageError(f"params.yaml `{STAGE}.min_reward`: the threshold goes with its model, "
+                         f"`{STAGE}.reward_model: {{model: ..., min_reward: ...}}`")
     reward_cfg = reward_spec and to_config(RewardModelConfig, reward_spec, f"{STAGE}.reward_model")
     cfg = to_config(FilterConfig, {**block, "min_reward": reward_cfg and reward_cfg.min_reward}, STAGE)
     prompts = read_artifact("data/prepare/train.parquet", Prompts)

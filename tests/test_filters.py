@@ -170,3 +170,14 @@ def test_rules_are_listed_in_the_order_they_apply():
     everything = FilterConfig(require_reference=True, min_score=3, min_reward=0.0, self_consistency=True)
     assert everything.rules() == list(RULES)
     assert FilterConfig(require_correct=False, dedupe=False).rules() == ["length"]
+
+
+def test_the_stage_takes_the_reward_threshold_only_beside_its_model(monkeypatch):
+    import stages.filter as stage
+    from stages._params import StageError
+
+    params = {"iterations": {"it1": {"filter": {}}}, "filter": {"min_reward": 0.5, "reward_model": None}}
+    monkeypatch.setattr(stage, "load_params", lambda name, key: params)
+    with pytest.raises(StageError, match=r"`filter.min_reward`: the threshold goes with its model, "
+                                         r"`filter.reward_model: \{model: ..., min_reward: ...\}`"):
+        stage.run(["it1"])

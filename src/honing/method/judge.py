@@ -180,8 +180,9 @@ def judge_evaluation(rows: pl.DataFrame, prompts: pl.DataFrame, references: Mapp
     direct and refined, and `judge_metrics` of each."""
     texts = dict(zip(prompts["id"].to_list(), prompts["prompt"].to_list(), strict=True))
     last = int(rows["round"].max())
-    chosen = rows.filter(pl.col("round").is_in([0, last]) & pl.col("prompt_id").map_elements(
-        lambda pid: references.get(pid) is not None, return_dtype=pl.Boolean)).sort("round", "prompt_id")
+    referenced = [pid for pid, reference in references.items() if reference is not None]
+    chosen = (rows.filter(pl.col("round").is_in([0, last]) & pl.col("prompt_id").is_in(referenced))
+              .sort("round", "prompt_id"))
     pids, responses = chosen["prompt_id"].to_list(), chosen["response"].to_list()
     refs = [references[p] for p in pids]
     judgements = judge.compare([texts[p] for p in pids], responses, refs)
