@@ -35,7 +35,18 @@ class Role:
     ) -> Role:
         """The role `name` from its params block. `scope` books its spend in the ledger
         and adds the run's cap to the role's own `max_cost_usd`; `params_path` is where
-        the block sits in params.yaml (default: `name`), for error messages."""
+        the block sits in params.yaml (default: `name`), for error messages.
+
+        Several served replicas (openai backend; `honing.calls.backends.replicas`):
+        `base_url: [http://a:8000/v1, http://b:8000/v1]`, each with `max_concurrency`
+        slots, or `endpoints: [{base_url: ..., max_concurrency: 32}, http://c:8000/v1]`
+        for slots per replica. Each call goes to the live replica with the most free
+        slots; connection errors, timeouts and 5xx move a call to another replica, and
+        `replica_max_failures` (3) of them in a row set a replica aside for
+        `replica_cooldown_s` (30). The stage fails (one line) only when no replica is
+        left. The cache key is the same whichever replicas answer (`openai:replicas:
+        <model>`); each replica's answered, errors by kind, in-flight peak and
+        set-asides go to `runtime()["replicas"]`, never to `metrics()`."""
         spec = dict(spec)
         where = f"params.yaml `{params_path or name}"
         pricing = Pricing.from_params(spec.pop("price", None), where=f"{where}.price`")
@@ -72,8 +83,14 @@ class Role:
 
 
 def _sum(dicts) -> dict[str, Any]:
+    """Figures added up key by key; nested blocks (per replica) likewise; `*_peak` keeps the max."""
     total: dict[str, Any] = {}
     for d in dicts:
         for k, v in d.items():
-            total[k] = round(total.get(k, 0) + v, 6)
+            if isinstance(v, Mapping):
+                total[k] = _sum([total.get(k, {}), v])
+            elif k.endswith("_peak"):
+                total[k] = max(total.get(k, 0), v)
+            else:
+                total[k] = round(total.get(k, 0) + v, 6)
     return total

@@ -80,6 +80,9 @@ class CallStats:
     data_prompt_tokens: int = 0
     data_completion_tokens: int = 0
     data_cost_usd: float = 0.0
+    # Per served replica (a backend with several), its figures for this batch:
+    # answered, errors (errors_<kind>), in_flight_peak, set_aside. Runtime only.
+    replicas: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_metrics(self) -> dict[str, Any]:
         """What the stage's data determines: every answer it used, cached or new, with
@@ -95,7 +98,8 @@ class CallStats:
     def to_runtime(self) -> dict[str, Any]:
         """What changes from one run to the next with the same data (the cache's state,
         the network, the machine): cache hits, new tokens, money newly spent, seconds,
-        retries (`retries_<kind>` per kind)."""
+        retries (`retries_<kind>` per kind), and each replica's share and errors (`replicas`)
+        when the backend spreads calls over several."""
         runtime = {
             "cache_hits": self.cache_hits,
             "cache_misses": self.cache_misses,
@@ -107,11 +111,18 @@ class CallStats:
             "retries": sum(self.retries.values()),
         }
         runtime.update({f"retries_{kind}": count for kind, count in sorted(self.retries.items())})
+        if self.replicas:
+            runtime["replicas"] = {url: dict(figures) for url, figures in self.replicas.items()}
         return runtime
 
 
 def _retry_counts(backend: Backend) -> dict[str, int]:
     return dict(getattr(backend, "retry_counts", None) or {})
+
+
+def _replica_figures(backend: Backend) -> dict[str, dict[str, int]]:
+    figures = getattr(backend, "replica_figures", None)
+    return figures() if callable(figures) else {}
 
 
 def _since(before: Mapping[str, int], now: Mapping[str, int]) -> dict[str, int]:
@@ -208,6 +219,8 @@ def run_requests(
     finally:
         progress.close()
         stats.retries = _since(retries_before, _retry_counts(backend))
+        if to_send:
+            stats.replicas = _replica_figures(backend)
         stats.seconds = time.monotonic() - started
 
     missing = [key for key in miss_keys if key not in found]

@@ -10,6 +10,10 @@ model, bad request) stop the batch at once with one line for the user.
 
 The API key is read from the environment when a batch starts and handed to the
 client only: it never enters `model_id`, cache keys, logs or error messages.
+
+`base_url` given as a list (or `endpoints:`) makes it a `ReplicatedOpenAIBackend`
+(`honing.calls.backends.replicas`): several served replicas of one model, with
+dispatch by free concurrency and failover. A single `base_url` string is this class.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ import random
 import re
 import time
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import openai
 
@@ -45,6 +50,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 RETRY_KINDS = ("rate_limit", "server_error", "timeout", "connection", "truncated", "malformed",
                "no_choices", "invalid_json")
 MAX_RETRY_AFTER_S = 120.0  # like the SDK: a longer Retry-After is more likely a bug than advice
+REPLICA_KEYS = ("endpoints", "replica_max_failures", "replica_cooldown_s")  # see backends/replicas.py
 
 
 class _Retryable(Exception):
@@ -231,8 +237,24 @@ def _check_json(content: str, schema: Mapping[str, Any]) -> None:
 # ---- the backend --------------------------------------------------------------------------
 
 
+def extra_suffix(extra: Mapping[str, Any]) -> str:
+    """The model id's mark of extra body fields: they change the answers."""
+    if not extra:
+        return ""
+    blob = json.dumps(dict(extra), sort_keys=True, default=str)
+    return ":extra=" + hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
 class OpenAIBackend:
     kind = "openai"
+
+    def __new__(cls, model: str, base_url: Any = None, *args: Any, **options: Any):
+        # Several endpoints (a list of base URLs, or `endpoints:`) are served replicas.
+        if cls is OpenAIBackend and (isinstance(base_url, (list, tuple)) or "endpoints" in options):
+            from honing.calls.backends.replicas import ReplicatedOpenAIBackend
+
+            return super().__new__(ReplicatedOpenAIBackend)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -249,6 +271,10 @@ class OpenAIBackend:
         **extra: Any,
     ):
         """`extra` fields are sent in every request body (e.g. vLLM's `top_k`)."""
+        misplaced = [key for key in REPLICA_KEYS if key in extra]
+        if misplaced:
+            raise BackendError(f"openai backend: {', '.join(misplaced)} set, but base_url is one URL "
+                               f"({base_url}); list several replicas as base_url: [url, ...]")
         self.model = model
         self.base_url = (base_url or OPENAI_URL).rstrip("/")
         self.api_key_env = api_key_env
@@ -259,11 +285,7 @@ class OpenAIBackend:
         self.limiter = RateLimiter(requests_per_minute, tokens_per_minute)
         self.retry_counts: Counter = Counter({kind: 0 for kind in RETRY_KINDS})
         # Extra body fields change the answers, so they are part of the model's identity.
-        suffix = ""
-        if self.extra:
-            blob = json.dumps(self.extra, sort_keys=True, default=str)
-            suffix = ":extra=" + hashlib.sha256(blob.encode()).hexdigest()[:12]
-        self.model_id = f"openai:{self.base_url}:{model}{suffix}"
+        self.model_id = f"openai:{self.base_url}:{model}{extra_suffix(self.extra)}"
         self._use_max_completion_tokens = False
 
     def close(self) -> None:  # each batch opens and closes its own client
@@ -290,9 +312,13 @@ class OpenAIBackend:
         with ThreadPoolExecutor(1) as pool:
             return pool.submit(asyncio.run, coroutine).result()
 
+    def _open_client(self) -> Any:
+        """The batch's client (one per `generate`: its connections belong to that event loop)."""
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key(), max_retries=0,
+                                  timeout=self.timeout)
+
     async def _generate(self, requests: list[ChatRequest], on_result: ResultCallback | None) -> list[ChatResult]:
-        client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key(), max_retries=0,
-                                    timeout=self.timeout)
+        client = self._open_client()
         results: list[ChatResult | None] = [None] * len(requests)
         pending = iter(range(len(requests)))
         failure: list[BaseException] = []  # the first error stops the batch
@@ -371,7 +397,8 @@ class OpenAIBackend:
             raise _Aborted()
         raise BackendError(self._exhausted_message(last))
 
-    async def _attempt(self, client: openai.AsyncOpenAI, request: ChatRequest) -> ChatResult:
+    async def _attempt(self, client: openai.AsyncOpenAI, request: ChatRequest,
+                       base_url: str | None = None) -> ChatResult:
         try:
             # The client's generic `post` (its documented way to reach any endpoint) sends
             # our JSON as is: `chat.completions.create` spends ~0.5 ms of CPU a call
@@ -387,14 +414,16 @@ class OpenAIBackend:
             raise _Retryable("connection", cause or "connection failed") from None
         except openai.APIStatusError as err:
             self.limiter.observe(err.response.headers)
-            raise self._status_error(err) from None
+            raise self._status_error(err, base_url) from None
         self.limiter.observe(response.headers)
         return parse_reply(response.content, request, self.model)
 
-    def _status_error(self, err: openai.APIStatusError) -> Exception:
-        """A `_Retryable` for what may pass (429, 5xx), a one-line `BackendError` otherwise."""
+    def _status_error(self, err: openai.APIStatusError, base_url: str | None = None) -> Exception:
+        """A `_Retryable` for what may pass (429, 5xx), a one-line `BackendError` otherwise.
+        `base_url` names the server that answered (a replica's), default `self.base_url`."""
         status, message = err.status_code, _server_message(err)
-        where = f"the server at {self.base_url}"
+        base_url = base_url or self.base_url
+        where = f"the server at {base_url}"
         if status == 429:
             if "insufficient_quota" in str(err.body):
                 return BackendError(f"openai backend: {where} says the account has no quota left "
@@ -409,9 +438,9 @@ class OpenAIBackend:
             return BackendError(f"openai backend: {where} refused access to model {self.model!r} (403): {message}")
         if status == 404:
             if "model" in message.lower() or "model_not_found" in str(err.body):
-                return BackendError(f"openai backend: model {self.model!r} not found at {self.base_url} (404): "
-                                    f"check `model:` in params.yaml against {self.base_url}/models")
-            return BackendError(f"openai backend: {self.base_url}/chat/completions does not exist (404): "
+                return BackendError(f"openai backend: model {self.model!r} not found at {base_url} (404): "
+                                    f"check `model:` in params.yaml against {base_url}/models")
+            return BackendError(f"openai backend: {base_url}/chat/completions does not exist (404): "
                                 f"check base_url (it usually ends in /v1)")
         if status == 400 and "max_completion_tokens" in message and not self._use_max_completion_tokens:
             # Newer OpenAI models refuse `max_tokens`; switch once and retry (not a fault).
