@@ -17,6 +17,7 @@ as the refine template (previous answer + its feedback) → the refined answer.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -48,7 +49,7 @@ class MetaRecordsConfig:
 
 def meta_records(corpus: pl.DataFrame, templates: PromptSet, cfg: MetaRecordsConfig,
                  iteration: str = "meta") -> pl.DataFrame:
-    rows, seen = [], set()
+    rows, seen, per_prompt = [], set(), Counter()
     for r in corpus.iter_rows(named=True):
         if cfg.feedback_records:
             rows.append(_record(f"{r['id']}/feedback", templates.feedback(r["prompt"], r["response"]),
@@ -59,7 +60,10 @@ def meta_records(corpus: pl.DataFrame, templates: PromptSet, cfg: MetaRecordsCon
                                 r["refinement"], "refinement", r["id"], iteration))
         elif cfg.refinement_records == "answer" and (r["prompt_id"], r["refinement"]) not in seen:
             seen.add((r["prompt_id"], r["refinement"]))
-            rows.append(_record(f"{r['prompt_id']}/refinement", templates.answer(r["prompt"]),
+            # a prompt's second distinct refinement (a critic that refines each answer its own way) is /refinement1
+            k = per_prompt[r["prompt_id"]]
+            per_prompt[r["prompt_id"]] += 1
+            rows.append(_record(f"{r['prompt_id']}/refinement{k or ''}", templates.answer(r["prompt"]),
                                 r["refinement"], "refinement", r["id"], iteration))
     return pl.DataFrame(rows, schema=SFT_SCHEMA)
 

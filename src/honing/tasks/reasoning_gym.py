@@ -7,8 +7,11 @@ A prompt row is one gym item: its question, its answer, task
 through the gym's composite dataset.
 
 The rule check extracts the final answer from the reply (the last line
-"Answer: <answer>", else an <answer>...</answer> tag, else the last line) and asks
-the task's own `score_answer`; full credit is correct.
+"Answer: <answer>", else an <answer>...</answer> tag, else the last line, read
+after its last "=" or "is" where it has one: "4 + 3 = 7", "The answer is 7.") and
+asks the task's own `score_answer`; full credit is correct. Small instruct models
+(SmolLM2-135M) answer "4 + 3 = 7" and seldom write the Answer line: without the
+last-line reading every base answer would count as wrong, right or not.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from honing.tasks.base import Row, TaskError, TaskFamily
 FAMILY = "reasoning_gym"
 _ANSWER_LINE = re.compile(r"^[\s*#>]*answer[\s*]*:[\s*]*(.*?)[\s*]*$", re.IGNORECASE | re.MULTILINE)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
+_LAST_LINE_VALUE = re.compile(r"(?:=|\bis\b)(?!.*(?:=|\bis\b))\s*(.+?)[\s.*]*$", re.IGNORECASE)
 
 
 def _gym():
@@ -116,13 +120,17 @@ def _plain(value: Any) -> Any:
 
 
 def final_answer(response: str) -> str | None:
-    """The last "Answer: x" line, else the last <answer> tag, else the last line."""
+    """The last "Answer: x" line, else the last <answer> tag, else the last line (what
+    follows its last "=" or "is", where it has one)."""
     if lines := _ANSWER_LINE.findall(response):
         return lines[-1].strip() or None
     if tags := _ANSWER_TAG.findall(response):
         return tags[-1].strip() or None
     rest = [line.strip() for line in response.strip().splitlines() if line.strip()]
-    return rest[-1] if rest else None
+    if not rest:
+        return None
+    value = _LAST_LINE_VALUE.search(rest[-1])
+    return value.group(1) if value else rest[-1]
 
 
 @functools.cache
