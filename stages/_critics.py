@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -57,6 +58,8 @@ def serve_referee(serve: Any, spec: Mapping[str, Any], templates: str, where: st
     block's base_url (127.0.0.1), stopped when the stage process exits."""
     if not isinstance(serve, Mapping) or set(serve) != {"referee"} or not serve["referee"]:
         raise StageError(f"params.yaml `{where}.serve`: expected {{referee: <prompts .parquet>}}, found {serve!r}")
+    if not Path(serve["referee"]).exists():
+        raise StageError(f"params.yaml `{where}.serve`: the referee's prompts {serve['referee']} do not exist")
     url = urlsplit(str(spec.get("base_url") or ""))
     if spec.get("backend") != "openai" or url.hostname not in ("127.0.0.1", "localhost") or not url.port:
         raise StageError(f"params.yaml `{where}.serve`: a served critic needs backend openai and base_url "

@@ -64,7 +64,7 @@ def test_feedback_on_right_wrong_and_missing_answers(pool_file, pool):
 
     wrong = ask(referee, row["prompt"], f"Answer: {int(gold) + 1}")
     assert wrong == (f"Weaknesses: the final answer {int(gold) + 1} is wrong.\nScore: 3\n"
-                     "Suggestions: Recompute the result step by step and end with the line \"Answer: <answer>\".\n"
+                     "Suggestions: Recompute it; end with the line \"Answer: <answer>\".\n"
                      f"Verdict: incorrect\nRefinement: {expression} = {gold}\nAnswer: {gold}")
     fb = parse_srt(wrong)
     assert (fb.verdict, fb.score, fb.refinement) == ("incorrect", 3, f"{expression} = {gold}\nAnswer: {gold}")

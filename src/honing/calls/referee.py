@@ -9,7 +9,7 @@ writes SRT feedback:
 
     Weaknesses: the final answer 7 is wrong.
     Score: 3
-    Suggestions: Recompute the result step by step and end with the line "Answer: <answer>".
+    Suggestions: Recompute it; end with the line "Answer: <answer>".
     Verdict: incorrect
     Refinement: 4 + 5 = 9
     Answer: 9
@@ -46,6 +46,8 @@ from honing.method.prompts import PromptSet
 from honing.tasks.families import load_tasks
 
 NEEDED = ("prompt", "answer", "task", "metadata")  # the prompt pool's columns the referee reads
+# Short on purpose: the policy learns to write this feedback itself, token by token.
+SUGGESTION = 'Recompute it; end with the line "Answer: <answer>".'
 _SLOTS = ("\x00PROMPT\x00", "\x00RESPONSE\x00")
 
 
@@ -146,7 +148,7 @@ class Referee:
         else:
             weakness, score = f"the final answer {_short(claimed)} is wrong.", 3
         return (f"Weaknesses: {weakness}\nScore: {score}\n"
-                "Suggestions: Recompute the result step by step and end with the line \"Answer: <answer>\".\n"
+                f"Suggestions: {SUGGESTION}\n"
                 f"Verdict: incorrect\nRefinement: {refinement(row)}")
 
 
