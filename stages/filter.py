@@ -1,14 +1,15 @@
 """filter@<iteration>: rule check against the reference, score, reward model,
 self-consistency, length and duplicate rules on each candidate's final answer. Every
-row is kept in the output with its reason; `kept` says which ones go on."""
+row is kept in the output with its reason; `kept` says which ones go on.
 
-from honing.artifacts.io import read_artifact, write_artifact
-from honing.method.filters import (
-    FilterConfig,
-    filter_answers,
-    filter_metrics,
-    final_answers,
-)
+It streams: refinements and prompts are read a few row groups at a time, cut into
+frames of whole prompts, and the filtered rows written as they come, so memory stays
+flat however large the pool (refinements out of prompt order are filtered in memory)."""
+
+import polars as pl
+
+from honing.artifacts.io import grouped, in_memory_if_unsorted, lookup, read_batches, write_batches
+from honing.method.filters import FINALS_COLUMNS, FilterConfig, FilterTally, filter_stream
 from honing.method.prompts import PromptSet
 from honing.method.reward import RewardModel, RewardModelConfig, reward_values
 from schemas.filtered import Filtered
@@ -19,6 +20,7 @@ from stages._params import StageError, load_params, main, stage_block, to_config
 from stages._tasks import stage_tasks
 
 STAGE = "filter"
+PROMPTS = "data/prepare/train.parquet"
 
 
 def run(argv: list[str]) -> None:
@@ -31,19 +33,28 @@ def run(argv: list[str]) -> None:
                          f"`{STAGE}.reward_model: {{model: ..., min_reward: ...}}`")
     reward_cfg = reward_spec and to_config(RewardModelConfig, reward_spec, f"{STAGE}.reward_model")
     cfg = to_config(FilterConfig, {**block, "min_reward": reward_cfg and reward_cfg.min_reward}, STAGE)
-    prompts = read_artifact("data/prepare/train.parquet", Prompts)
-    refinements = read_artifact(f"data/{iteration}/refine/refinements.parquet", Refinements)
-    finals = final_answers(refinements)
-    rewards, runtime = None, None
+    refinements_path = f"data/{iteration}/refine/refinements.parquet"
+    tasks = stage_tasks(pl.concat(b.select(pl.col("task").unique()) for b in read_batches(PROMPTS, Prompts,
+                                                                                           columns=["task"])))
+    reward, runtime = None, None
     if reward_cfg:
-        model = RewardModel(reward_cfg)
-        rewards = reward_values(finals, PromptSet(params["templates"]), model)
-        runtime = {"reward_model": model.runtime()}
-    filtered = filter_answers(finals, prompts, cfg, iteration, tasks=stage_tasks(prompts), rewards=rewards)
-    write_artifact(filtered, f"data/{iteration}/filter/filtered.parquet", Filtered)
-    metrics = filter_metrics(filtered, cfg)
+        model, templates = RewardModel(reward_cfg), PromptSet(params["templates"])
+        reward = lambda finals: reward_values(finals, templates, model)  # noqa: E731
+
+    def filtered(in_memory: bool) -> dict:
+        refinements = read_batches(refinements_path, Refinements, columns=FINALS_COLUMNS, in_memory=in_memory)
+        prompts = read_batches(PROMPTS, Prompts, columns=tasks.row_columns(), in_memory=in_memory)
+        chunks = lookup(grouped(refinements, "prompt_id", in_memory=in_memory), "prompt_id", prompts,
+                        in_memory=in_memory)
+        tally = FilterTally(cfg)
+        write_batches(map(tally.add, filter_stream(chunks, cfg, iteration, tasks=tasks, reward=reward)),
+                      f"data/{iteration}/filter/filtered.parquet", Filtered)
+        return tally.metrics()
+
+    metrics = in_memory_if_unsorted(filtered)
     if reward_cfg:
         metrics["reward_model"] = {"model": model.model_id, **model.metrics()}
+        runtime = {"reward_model": model.runtime()}
     write_metrics(f"metrics/{iteration}/filter.json", metrics, runtime)
 
 

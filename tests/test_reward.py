@@ -168,17 +168,25 @@ def test_the_filter_and_build_pairs_stages_score_with_the_reward_model_their_par
     import stages.build_pairs as build_pairs_stage
     import stages.filter as filter_stage
 
+    from honing.artifacts.io import write_artifact
+    from schemas.prompts import Prompts
+    from schemas.refinements import Refinements
+
     reward_model_folder(tmp_path / "rm")
     prompts, rows = micro_rows(6, seed=3)
-    inputs = {"data/prepare/train.parquet": prompts, "data/it1/refine/refinements.parquet": rows}
+    monkeypatch.chdir(tmp_path)  # the stages read and write real artifacts, as in the pipeline
+    write_artifact(prompts.with_columns(reference=pl.lit(None, pl.String), source=pl.lit("test"),
+                                        split=pl.lit("train")), "data/prepare/train.parquet", Prompts)
+    write_artifact(rows.with_columns(
+        **{c: pl.lit(None, pl.String) for c in ("weaknesses", "suggestions", "parse_error", "refinement", "quoted")},
+        flagged_step=pl.lit(None, pl.Int64), recomputed=pl.lit(None, pl.Int64), model=pl.lit("m"),
+        iteration=pl.lit("it1")), "data/it1/refine/refinements.parquet", Refinements)
     model = {"model": str(tmp_path / "rm"), "batch_size": 4}
     params = {"templates": str(TEMPLATES.folder), "iterations": {"it1": {"filter": {}, "build_pairs": {}}},
               "filter": {"require_correct": False, "reward_model": {**model, "min_reward": 0.0}},
               "build_pairs": {"signal": "reward", "min_margin": 0.0, "reward_model": model, "judge": None}}
     for stage in (filter_stage, build_pairs_stage):
         monkeypatch.setattr(stage, "load_params", lambda name, key: params)
-        monkeypatch.setattr(stage, "read_artifact", lambda path, schema: inputs[path])
-    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HONING_CACHE_DIR", str(tmp_path / "cache"))
 
     filter_stage.run(["it1"])

@@ -96,13 +96,20 @@ def test_auc():
 
 def test_the_build_pairs_stage_computes_self_consistency(tmp_path, monkeypatch):
     import stages.build_pairs as stage
+    from honing.artifacts.io import write_artifact
+    from schemas.prompts import Prompts
+    from schemas.refinements import Refinements
 
-    inputs = {"data/prepare/train.parquet": PROMPTS, "data/it1/refine/refinements.parquet": refinements()}
+    monkeypatch.chdir(tmp_path)  # the stage reads and writes real artifacts, as in the pipeline
+    write_artifact(PROMPTS.with_columns(reference=pl.lit(None, pl.String), source=pl.lit("test"),
+                                        split=pl.lit("train")), "data/prepare/train.parquet", Prompts)
+    write_artifact(refinements().with_columns(
+        **{c: pl.lit(None, pl.String) for c in ("weaknesses", "suggestions", "parse_error", "refinement", "quoted")},
+        flagged_step=pl.lit(None, pl.Int64), recomputed=pl.lit(None, pl.Int64), model=pl.lit("m"),
+        iteration=pl.lit("it1")), "data/it1/refine/refinements.parquet", Refinements)
     params = {"templates": str(TEMPLATES.folder), "iterations": {"it1": {"build_pairs": {}}},
               "build_pairs": {"signal": "self_consistency", "reward_model": None, "judge": None}}
-    monkeypatch.setattr(stage, "read_artifact", lambda path, schema: inputs[path])
     monkeypatch.setattr(stage, "load_params", lambda name, key: params)
-    monkeypatch.chdir(tmp_path)
     stage.run(["it1"])
     pairs = pl.read_parquet("data/it1/build_pairs/pairs.parquet")
     assert pairs["rejected"].to_list() == [[{"role": "assistant", "content": "Answer : 13"}]]

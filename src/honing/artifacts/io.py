@@ -5,6 +5,14 @@ Writes are validated first and atomic (a temp file in the same directory, then
 mistake for an output. They are deterministic too: the same frame gives the same
 bytes (fixed compression and row groups, rows in the order given), so an
 unchanged stage output keeps its DVC hash.
+
+Artifacts too large for memory stream (`read_batches`, `write_batches`): batches
+of a few row groups are validated as they pass, ids are checked for repeats over
+the whole file in bounded memory, and a streamed write gives the same bytes as
+`write_artifact` of the whole frame. `grouped` and `lookup` cut a stream sorted by
+a key into frames of whole groups and pair them with the rows of a second sorted
+artifact (the prompts of a batch of answers); a stream out of order raises
+`Unsorted`, and `in_memory_if_unsorted` reruns such a pass on whole frames.
 """
 
 from __future__ import annotations
@@ -15,21 +23,24 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 import polars as pl
+from polars.io.plugins import register_io_source
 
-from honing.artifacts.validation import ArtifactError, validate
+from honing.artifacts.validation import ArtifactError, Failure, _model, _short, message, validate
 
 # Fixed writer settings: polars' defaults may change between versions, and a
 # changed byte stream means a changed DVC hash.
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 ROW_GROUP_SIZE = 65_536
+BATCH_ROWS = 4 * ROW_GROUP_SIZE  # rows a streamed read or write validates (and holds) at a time
 POOL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
@@ -42,16 +53,23 @@ def read_artifact(path: str | Path, schema, id_column: str | None = "id") -> pl.
     """Read a parquet artifact and validate it; ArtifactError if it is missing,
     not parquet, or does not match `schema` (naming file, row id and column)."""
     path = Path(path)
-    name = getattr(schema, "__name__", "the schema")
-    if not path.is_file():
-        raise ArtifactError(f"{path}: no such file (expected a parquet artifact of {name}; "
-                            "has the stage that writes it run?)")
+    _exists(path, schema)
     try:
         df = pl.read_parquet(path)
     except Exception as e:  # polars raises several kinds for a file that is not parquet
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArtifactError(f"{path}: not a readable parquet file ({first})") from e
+        raise ArtifactError(f"{path}: not a readable parquet file ({_first_line(e)})") from e
     return validate(df, schema, path=path, id_column=id_column)
+
+
+def _exists(path: Path, schema) -> None:
+    if not path.is_file():
+        name = getattr(schema, "__name__", "the schema")
+        raise ArtifactError(f"{path}: no such file (expected a parquet artifact of {name}; "
+                            "has the stage that writes it run?)")
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 def write_artifact(df: pl.DataFrame, path: str | Path, schema, *, id_column: str | None = "id") -> pl.DataFrame:
@@ -71,6 +89,275 @@ def write_artifact(df: pl.DataFrame, path: str | Path, schema, *, id_column: str
             row_group_size=ROW_GROUP_SIZE,
         )
     return valid
+
+
+# ---------------------------------------------------------------- streaming
+
+
+def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = None, where: pl.Expr | None = None,
+                 id_column: str | None = "id", in_memory: bool = False) -> Iterator[pl.DataFrame]:
+    """An artifact in validated batches of about BATCH_ROWS rows (at least one frame,
+    maybe empty): `columns` of it (default all), the rows `where` holds (default all).
+
+    The file's schema (every column, name and dtype) is checked first; each batch's
+    data is checked against the schema's rules for the columns read, and a column
+    that must be unique (ids) is checked over the whole file, in bounded memory,
+    when the last batch has been read. `in_memory`: one batch, the whole file read
+    and validated as `read_artifact` does (every column)."""
+    path = Path(path)
+    if in_memory:
+        frame = read_artifact(path, schema, id_column)
+        frame = frame if where is None else frame.filter(where)
+        yield frame if columns is None else frame.select(columns)
+        return
+    _exists(path, schema)
+    try:
+        file_schema = pl.read_parquet_schema(path)
+    except Exception as e:
+        raise ArtifactError(f"{path}: not a readable parquet file ({_first_line(e)})") from e
+    validate(pl.DataFrame(schema=file_schema), schema, path=path, id_column=None)  # columns and dtypes
+    model = _model(schema)
+    columns = list(model.columns) if columns is None else list(columns)
+    rules, unique = _batch_rules(model, columns)
+    query = pl.scan_parquet(path)
+    query = (query if where is None else query.filter(where)).select(columns)
+    with _Distinct(unique) as distinct:
+        empty = True
+        for batch in query.collect_batches(chunk_size=BATCH_ROWS):
+            batch = _validate_batch(batch, rules, path, id_column)
+            distinct.add(batch)
+            empty = False
+            yield batch
+        if empty:  # callers learn the columns from the first frame
+            yield _validate_batch(pl.DataFrame(schema={c: file_schema[c] for c in columns}), rules, path, None)
+        distinct.check(path, schema, lambda: query.collect_batches(chunk_size=BATCH_ROWS), id_column)
+
+
+def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
+                  id_column: str | None = "id") -> int:
+    """`write_artifact` for a stream of frames (any sizes; columns as the schema's):
+    validated BATCH_ROWS rows at a time, ids checked for repeats over the whole
+    stream, written one row group at a time, atomically. The bytes are those
+    `write_artifact` writes for all the frames concatenated. Returns the rows written."""
+    path = Path(path)
+    model = _model(schema)
+    blocks = _blocks(batches, max(1, BATCH_ROWS // ROW_GROUP_SIZE) * ROW_GROUP_SIZE)  # whole row groups
+    first = next(blocks, None)
+    second = None if first is None else next(blocks, None)
+    if second is None:  # fits in one batch: write_artifact itself
+        empty = pl.DataFrame(schema={name: column.dtype.type for name, column in model.columns.items()})
+        return write_artifact(empty if first is None else first, path, schema, id_column=id_column).height
+    rules, unique = _batch_rules(model, list(model.columns))
+    first = _validate_batch(first, rules, path, id_column).select(list(model.columns))
+    rows = 0
+    with _Distinct(unique) as distinct, _atomic(path) as tmp:
+        def row_groups(*_) -> Iterator[pl.DataFrame]:
+            nonlocal rows
+            for k, block in enumerate(_chain(first, second, blocks)):
+                valid = block if k == 0 else _validate_batch(block, rules, path, id_column)
+                valid = valid.select(list(model.columns)).rechunk()  # one chunk per row group, as write_artifact
+                distinct.add(valid)
+                rows += valid.height
+                for offset in range(0, valid.height, ROW_GROUP_SIZE):
+                    yield valid.slice(offset, ROW_GROUP_SIZE)
+
+        register_io_source(row_groups, schema=first.schema).sink_parquet(
+            tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, statistics=True,
+            row_group_size=ROW_GROUP_SIZE)
+        distinct.check(path, schema, lambda: pl.scan_parquet(tmp).collect_batches(chunk_size=BATCH_ROWS), id_column)
+    return rows
+
+
+def _chain(first: pl.DataFrame, second: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    yield first
+    yield second
+    yield from rest
+
+
+def _blocks(batches: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame]:
+    """The stream re-cut into frames of `size` rows (the last may hold fewer); a
+    stream of empty frames gives one empty frame."""
+    held: list[pl.DataFrame] = []
+    count, yielded = 0, False
+    for batch in batches:
+        if batch.height == 0 and held:
+            continue
+        held.append(batch)
+        count += batch.height
+        while count >= size:
+            frame = pl.concat(held, how="vertical")
+            yield frame.slice(0, size)
+            yielded = True
+            held, count = [frame.slice(size)], count - size
+    if held and (count or not yielded):
+        yield pl.concat(held, how="vertical")
+
+
+def _batch_rules(model, columns: list[str]):
+    """(the schema's rules for these columns without `unique`, the unique columns):
+    a batch is checked against the first, the whole stream for the second."""
+    unique = [name for name in columns if model.columns[name].unique]
+    rules = model.select_columns(columns).update_columns({name: {"unique": False} for name in unique})
+    return rules, unique
+
+
+def _validate_batch(batch: pl.DataFrame, rules, path: Path, id_column: str | None) -> pl.DataFrame:
+    try:  # without row ids first: reading every id back is the slow part of a check that passes
+        return validate(batch, rules, path=path, id_column=None)
+    except ArtifactError:
+        return validate(batch, rules, path=path, id_column=id_column if id_column in batch.columns else None)
+
+
+class _Distinct:
+    """Whether columns hold distinct values over a stream, in bounded memory: each
+    value's 64-bit hash goes to one of 64 spill files by its top bits, each file is
+    sorted on its own at the end, and the rows behind a repeated hash are then
+    compared for real (a second read of the column)."""
+
+    BUCKETS = 64
+
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+        self.folder: tempfile.TemporaryDirectory | None = None
+
+    def __enter__(self) -> _Distinct:
+        if self.columns:
+            self.folder = tempfile.TemporaryDirectory(prefix="honing-distinct-")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.folder is not None:
+            self.folder.cleanup()
+
+    def _file(self, column: int, bucket: int) -> Path:
+        return Path(self.folder.name) / f"{column}-{bucket}.u64"
+
+    def add(self, frame: pl.DataFrame) -> None:
+        for c, name in enumerate(self.columns):
+            hashes = frame.get_column(name).hash(seed=0).to_numpy()
+            buckets = hashes >> np.uint64(64 - 6)
+            order = np.argsort(buckets, kind="stable")
+            hashes, bounds = hashes[order], np.searchsorted(buckets[order], np.arange(self.BUCKETS + 1))
+            for b in range(self.BUCKETS):
+                if bounds[b] < bounds[b + 1]:
+                    with open(self._file(c, b), "ab") as f:
+                        hashes[bounds[b]:bounds[b + 1]].tofile(f)
+
+    def check(self, path: Path, schema, reread: Callable[[], Iterable[pl.DataFrame]], id_column: str | None) -> None:
+        """ArtifactError naming the rows of every repeated value, as `validate` does."""
+        for c, name in enumerate(self.columns):
+            repeated = set()
+            for b in range(self.BUCKETS):
+                if self._file(c, b).exists():
+                    hashes = np.sort(np.fromfile(self._file(c, b), dtype=np.uint64))
+                    repeated.update(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+            if repeated:
+                self._report(name, repeated, path, schema, reread, id_column)
+
+    @staticmethod
+    def _report(name: str, repeated: set[int], path: Path, schema, reread, id_column: str | None) -> None:
+        rows: dict[Any, list[tuple[int, Any]]] = {}
+        offset = 0
+        wanted = pl.Series(sorted(repeated), dtype=pl.UInt64)
+        for batch in reread():
+            suspects = batch.with_row_index("_row", offset).filter(pl.col(name).hash(seed=0).is_in(wanted.implode()))
+            for row, value, row_id in suspects.select("_row", name, id_column or name).iter_rows():
+                rows.setdefault(value, []).append((row, row_id))
+            offset += batch.height
+        failures = []
+        for value, where in rows.items():
+            if len(where) < 2:
+                continue  # two values that only share a hash
+            listed = ", ".join(str(r) for r, _ in where[:20]) + (f" and {len(where) - 20} more" if len(where) > 20
+                                                                  else "")
+            for row, row_id in where:
+                failures.append(Failure(name, f"duplicate {name}", "unique", f"{_short(value)} in rows {listed}",
+                                        row, None if row_id is None else str(row_id), first=where[0][0]))
+        if failures:
+            raise ArtifactError(message(path, failures, schema), tuple(failures))
+
+
+class Unsorted(Exception):
+    """A streamed artifact is not in the order a streaming pass needs (the pass reruns
+    on whole frames: `in_memory_if_unsorted`)."""
+
+
+T = TypeVar("T")
+
+
+def in_memory_if_unsorted(run: Callable[[bool], T]) -> T:
+    """`run(in_memory=False)`, streaming; `run(True)` if a stream it reads is out of
+    order. Its writes are atomic, so the streaming try leaves nothing behind."""
+    try:
+        return run(False)
+    except Unsorted:
+        return run(True)
+
+
+def grouped(batches: Iterable[pl.DataFrame], by: str, *, sorted_by: Sequence[str] = (),
+            in_memory: bool = False) -> Iterator[pl.DataFrame]:
+    """The stream re-cut so that rows sharing `by` (a group) are never split between
+    two frames. The stream must be sorted by `by` and by each of `sorted_by` (orders a
+    caller needs across frames), else Unsorted. `in_memory`: one frame, any order."""
+    if in_memory:
+        frames = list(batches)
+        yield pl.concat(frames) if len(frames) != 1 else frames[0]
+        return
+    last: dict[str, Any] = {}
+    held = None
+    for batch in batches:
+        if batch.height == 0:
+            continue
+        for name in (by, *sorted_by):
+            column = batch.get_column(name)
+            if not column.is_sorted() or (name in last and column[0] < last[name]):
+                raise Unsorted(f"not sorted by {name}")
+            last[name] = column[-1]
+        frame = batch if held is None else pl.concat([held, batch])
+        cut = frame.get_column(by).search_sorted(last[by], side="left")  # where the last group starts
+        if cut:
+            yield frame.slice(0, cut)
+        held = frame.slice(cut)
+    if held is not None:
+        yield held
+
+
+def lookup(chunks: Iterable[pl.DataFrame | tuple], on: str, table: Iterable[pl.DataFrame], key: str = "id", *,
+           in_memory: bool = False) -> Iterator[tuple]:
+    """Each chunk with the rows of `table` whose `key` is among the chunk's `on`
+    values, as (chunk, rows); a chunk that is a tuple (an earlier lookup's) gets the
+    rows appended, its first frame read. A merge of two streams sorted on the key
+    (else Unsorted); the table is read to its end, so that its checks run."""
+    table = iter(table)
+    held = next(table)  # read_batches yields at least one frame, maybe empty: the table's columns
+    if in_memory:
+        held = pl.concat([held, *table])
+    last, done = None, in_memory
+    for item in chunks:
+        chunk = item[0] if isinstance(item, tuple) else item
+        head = item if isinstance(item, tuple) else (item,)
+        if chunk.height == 0:
+            continue
+        top = chunk.get_column(on).max()
+        while not done and (held.height == 0 or held.get_column(key)[-1] < top):
+            batch = next(table, None)
+            if batch is None:
+                done = True
+            elif batch.height:
+                column = batch.get_column(key)
+                if not column.is_sorted() or (last is not None and column[0] < last):
+                    raise Unsorted(f"not sorted by {key}")
+                last = column[-1]
+                held = pl.concat([held, batch]) if held.height else batch
+        wanted = pl.col(key).is_in(chunk.get_column(on).unique().implode())
+        if in_memory:
+            yield *head, held.filter(wanted)
+            continue
+        cut = held.get_column(key).search_sorted(top, side="right")
+        part, held = held.slice(0, cut), held.slice(cut)
+        yield *head, part.filter(wanted)
+    for _ in table:  # the rest is not needed, but its checks are
+        pass
 
 
 @contextmanager

@@ -17,19 +17,27 @@ answers an iteration produced (round 0 of refine, samples and greedy alike):
 - `noise_critiques` checks of balanced-noise answers (each step wrong with
   probability `noise_p_wrong`, independent of carries), as in the meta corpus,
   so the check itself stays sharp where the policy's own mistakes are rare.
+
+`feedback_examples` does the first over a frame (the rule check as the family's
+vectorized rule, the step checker once per distinct answer); `example_stream` all
+three over a stream of frames, in flat memory (balancing spills to disk).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from honing.method.prompts import PromptSet
+from honing.tasks.base import aligned
 
 if TYPE_CHECKING:
     from honing.tasks.base import Tasks
@@ -67,27 +75,48 @@ def _rank(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
 
 
+EXAMPLES = {"id": pl.String, "prompt": pl.String, "response": pl.String, "feedback": pl.String,
+            "right_answer": pl.Boolean}
+
+
+def feedback_examples(rows: pl.DataFrame, prompts: pl.DataFrame, cfg: CriticRecordsConfig, *,
+                      tasks: Tasks) -> pl.DataFrame:
+    """Right feedback on the iteration's own answers (`rows`: refine's round 0; `prompts`:
+    their prompt rows), one row per FeedbackExample, in row order. The rule check is the
+    family's vectorized rule; a family's step checker runs once per distinct answer."""
+    read = tasks.rule_check(rows.get_column("response"), rows.get_column("prompt_id"), prompts)
+    family = aligned(rows.get_column("prompt_id"), prompts).get_column("task").cast(pl.String)
+    frame = rows.select("id", "prompt", "response", "feedback", "verdict").with_columns(
+        right_answer=read.get_column("correct"),
+        _family=family.str.extract(r"^([^:]*)", 1))
+    frame = frame.filter(pl.col("right_answer").is_not_null() & (pl.col("verdict") != "unparsed"))
+    checked = [name for name in frame.get_column("_family").unique().sort().to_list()
+               if tasks.families[name].check is not None]
+    strong = pl.Series("_strong", [None] * frame.height, dtype=pl.String)
+    for name in checked:  # a strong critic exists: right feedback is its feedback
+        here = (frame.get_column("_family") == name).arg_true()
+        pairs = frame[here].select("prompt", "response")
+        distinct = pairs.unique(maintain_order=True)
+        check = tasks.families[name].check
+        texts = [check(prompt, response)[0] for prompt, response in distinct.iter_rows()]
+        written = pairs.join(distinct.with_columns(_strong=pl.Series(texts, dtype=pl.String)),
+                             on=["prompt", "response"], how="left", maintain_order="left")
+        strong = strong.scatter(here, written.get_column("_strong"))
+    frame = frame.with_columns(strong)
+    by_checker = pl.col("_family").is_in(checked)
+    agrees = pl.when(by_checker).then(pl.lit(cfg.source != "verified") | (pl.col("feedback") == pl.col("_strong")))
+    agrees = agrees.otherwise((pl.col("verdict") == "correct") == pl.col("right_answer"))
+    return frame.filter(agrees).select(
+        "id", "prompt", "response",
+        pl.when(by_checker).then(pl.col("_strong")).otherwise(pl.col("feedback")).alias("feedback"),
+        "right_answer").cast(EXAMPLES)
+
+
 def answer_feedback(rows: pl.DataFrame, prompts: Mapping[str, Mapping[str, Any]], cfg: CriticRecordsConfig,
                     *, tasks: Tasks) -> list[FeedbackExample]:
     """Right feedback on the iteration's own answers (`rows`: refine's round 0)."""
-    out = []
-    for r in rows.iter_rows(named=True):
-        prompt_row = prompts.get(r["prompt_id"])
-        right = tasks.verify(r["response"], prompt_row)
-        if right is None or r["verdict"] == "unparsed":
-            continue
-        check = tasks.family(prompt_row).check
-        if check is not None:  # a strong critic exists: right feedback is its feedback
-            strong, _ = check(r["prompt"], r["response"])
-            if cfg.source == "verified" and r["feedback"] != strong:
-                continue
-            text = strong
-        else:
-            if (r["verdict"] == "correct") != right:
-                continue
-            text = r["feedback"]
-        out.append(FeedbackExample(r["id"], r["prompt"], r["response"], text, bool(right)))
-    return out
+    frame = feedback_examples(rows, pl.DataFrame(list(prompts.values())), cfg, tasks=tasks)
+    return [FeedbackExample(**row) for row in frame.iter_rows(named=True)]
 
 
 def balanced(examples: list[FeedbackExample], balance: float, seed: int) -> list[FeedbackExample]:
@@ -107,25 +136,99 @@ def noise_feedback(prompts: list[Mapping[str, Any]], cfg: CriticRecordsConfig, *
                    tasks: Tasks) -> list[FeedbackExample]:
     """Checks of balanced-noise answers to the prompts (families with a checker and a
     noise writer), round-robin over the prompts."""
-    usable = [p for p in prompts if tasks.family(p).check is not None and tasks.noisy_answer(p) is not None]
-    if not usable or not cfg.noise_critiques:
+    usable = [p for p in prompts if _usable(p, tasks)]
+    return _noise(usable, len(usable), cfg, tasks=tasks)
+
+
+def _usable(prompt: Mapping[str, Any], tasks: Tasks) -> bool:
+    return tasks.family(prompt).check is not None and tasks.noisy_answer(prompt) is not None
+
+
+def _noise(usable: list[Mapping[str, Any]], count: int, cfg: CriticRecordsConfig, *,
+           tasks: Tasks) -> list[FeedbackExample]:
+    """`noise_feedback` from the first usable prompts (at least noise_critiques of
+    them, or all) and how many there are in all."""
+    if not count or not cfg.noise_critiques:
         return []
     rng = random.Random(cfg.seed)
     out = []
     for k in range(cfg.noise_critiques):
-        p = usable[k % len(usable)]
+        p = usable[k % count]
         response = tasks.noisy_answer(p)(rng, cfg.noise_p_wrong)
         text, parsed = tasks.family(p).check(p["prompt"], response)
-        out.append(FeedbackExample(f"{p['id']}:noise{k // len(usable)}", p["prompt"], response, text,
+        out.append(FeedbackExample(f"{p['id']}:noise{k // count}", p["prompt"], response, text,
                                    parsed.verdict == "correct"))
     return out
+
+
+def example_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: CriticRecordsConfig, *,
+                   tasks: Tasks) -> Iterator[pl.DataFrame]:
+    """The self-critic's examples (EXAMPLES frames) over a stream of (round 0 rows of
+    whole prompts, their prompt rows): right feedback on the answers, balanced, then
+    the noise checks; what `critic_records` gives, a frame at a time. With `balance`,
+    the examples wait in a spill folder until the count of each kind is known."""
+    usable: list[Mapping[str, Any]] = []
+    count = 0
+
+    def examples() -> Iterator[pl.DataFrame]:
+        nonlocal count
+        for round0, prompts in chunks:
+            if cfg.noise_critiques:  # the prompts answered, in order, that noise checks can use
+                for p in aligned(round0.get_column("prompt_id").unique(maintain_order=True), prompts
+                                 ).filter(pl.col("task").is_not_null()).iter_rows(named=True):
+                    if _usable(p, tasks):
+                        count += 1
+                        if len(usable) < cfg.noise_critiques:
+                            usable.append(p)
+            yield feedback_examples(round0, prompts, cfg, tasks=tasks)
+
+    yield from (_balanced_stream(examples(), cfg) if cfg.balance else examples())
+    noise = _noise(usable, count, cfg, tasks=tasks)
+    if noise:
+        yield pl.DataFrame([vars(e) for e in noise], schema=EXAMPLES)
+
+
+_BUCKET_BITS = 16  # a hash's top bits: the spill counts examples per bucket to find the keep-th smallest
+
+
+def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -> Iterator[pl.DataFrame]:
+    """`balanced` over a stream, in bounded memory: the examples are spilled with their
+    rank's bucket (its first 16 bits) while the buckets are counted per kind; the
+    bucket that holds the keep-th smallest rank of the commoner kind follows from the
+    counts, one look into it finds the rest, and the spill is read back in order."""
+    counts = {True: np.zeros(1 << _BUCKET_BITS, dtype=np.int64), False: np.zeros(1 << _BUCKET_BITS, dtype=np.int64)}
+    with tempfile.TemporaryDirectory(prefix="honing-balance-") as folder:
+        files = []
+        for k, frame in enumerate(frames):
+            ranks = [int(_rank(cfg.seed, i)[:16], 16) for i in frame.get_column("id").to_list()]
+            frame = frame.with_columns(_bucket=pl.Series([r >> (64 - _BUCKET_BITS) for r in ranks], dtype=pl.Int64))
+            for kind in (True, False):
+                buckets = frame.filter(pl.col("right_answer") == kind).get_column("_bucket").to_numpy()
+                counts[kind] += np.bincount(buckets, minlength=1 << _BUCKET_BITS)
+            files.append(Path(folder) / f"{k:08d}.parquet")
+            frame.write_parquet(files[-1], compression="lz4")
+        rare = int(counts[True].sum()) <= int(counts[False].sum())  # the rarer kind: right answers on a tie
+        keep = int(cfg.balance * int(counts[rare].sum()))
+        below = np.cumsum(counts[not rare])
+        cut = int(np.searchsorted(below, keep, side="right"))  # the bucket holding the keep-th smallest
+        wanted = keep - (int(below[cut - 1]) if cut else 0)
+        edge: set[str] = set()
+        if cut < len(below) and wanted:
+            at_cut = pl.concat([pl.read_parquet(f).filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut))
+                                .select("id") for f in files]).get_column("id").to_list()
+            edge = set(sorted(at_cut, key=lambda i: _rank(cfg.seed, i))[:wanted])
+        for f in files:
+            frame = pl.read_parquet(f)
+            chosen = (pl.col("right_answer") == rare) | (pl.col("_bucket") < cut) | pl.col("id").is_in(pl.Series(sorted(edge), dtype=pl.String).implode())
+            yield frame.filter(chosen).drop("_bucket")
 
 
 def critic_records(round0: pl.DataFrame, prompts: pl.DataFrame, templates: PromptSet, cfg: CriticRecordsConfig,
                    *, tasks: Tasks) -> list[tuple[str, str, str, str]]:
     """(record id, feedback prompt, feedback, source id) for the self-critic's SFT records."""
-    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
-    own = balanced(answer_feedback(round0, by_id, cfg, tasks=tasks), cfg.balance, cfg.seed)
-    seen = list(dict.fromkeys(round0["prompt_id"].to_list()))
-    noise = noise_feedback([by_id[p] for p in seen if p in by_id], cfg, tasks=tasks)
-    return [(f"{e.id}/feedback", templates.feedback(e.prompt, e.response), e.feedback, e.id) for e in own + noise]
+    out = []
+    for frame in example_stream([(round0, prompts)], cfg, tasks=tasks):
+        for e in frame.iter_rows(named=True):
+            out.append((f"{e['id']}/feedback", templates.feedback(e["prompt"], e["response"]), e["feedback"],
+                        e["id"]))
+    return out

@@ -18,22 +18,38 @@ rule, the rows it checked, kept and dropped:
 Every row also carries its final answer, its prompt's majority answer and
 agreement (always computed: they cost nothing) and its reward (null without a
 reward model).
+
+The rules are one polars query over a frame of final answers: the rule check is
+the task family's vectorized rule where it has one, the vote and the duplicates
+are group-bys and windows over prompts. So the filter runs on any frame that holds
+whole prompts: `filter_answers` on all answers at once, `filter_stream` on a
+stream of such frames (a pool of millions of answers in flat memory), with the same
+rows; `FilterTally` counts the metrics as the frames pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from honing.method.signals import auc, final_answers_of, votes
+from honing.method.signals import auc, final_rounds, vote_frame, voted_answer
 
 if TYPE_CHECKING:
     from honing.tasks.base import Tasks
 
 RULES = ("no_reference", "incorrect", "score", "reward", "self_consistency", "length", "duplicate")
+FINALS_COLUMNS = ("id", "candidate_id", "prompt_id", "prompt", "round", "response", "verdict", "score")
+FILTERED_SCHEMA = {
+    "id": pl.String, "prompt_id": pl.String, "prompt": pl.String, "response": pl.String,
+    "rounds": pl.Int64, "verdict": pl.String, "score": pl.Int64, "correct": pl.Boolean,
+    "final_answer": pl.String, "majority": pl.String, "agreement": pl.Float64, "reward": pl.Float64,
+    "kept": pl.Boolean, "reason": pl.String, "iteration": pl.String,
+}
 
 
 @dataclass(frozen=True)
@@ -70,103 +86,212 @@ def filter_answers(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfi
     """
     if cfg.min_reward is not None and rewards is None:
         raise ValueError("filter: min_reward is set but no reward model scored the answers")
-    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
-    answers = final_answers_of(finals, prompts, tasks)
-    by_prompt = votes(finals, answers)
-    seen: set[tuple[str, str]] = set()
-    rows = []
-    for r, answer in zip(finals.iter_rows(named=True), answers, strict=True):
-        prompt = by_id.get(r["prompt_id"])
-        correct = tasks.verify(r["response"], prompt)
-        vote = by_prompt[r["prompt_id"]]
-        reward = None if rewards is None else rewards[r["id"]]
-        reason = None
-        if correct is None and cfg.require_reference:
-            reason = "no_reference: the prompt has no reference answer"
-        elif correct is False and cfg.require_correct:
-            reason = (f"incorrect: final answer {tasks.final_answer(r['response'], prompt)!r} does not match "
-                      f"the reference {prompt['answer']!r}")
-        elif cfg.min_score and (r["score"] is None or r["score"] < cfg.min_score):
-            reason = f"score: feedback score {r['score']} below {cfg.min_score}"
-        elif cfg.min_reward is not None and reward < cfg.min_reward:
-            reason = f"reward: reward {reward:.4f} below {cfg.min_reward}"
-        elif cfg.self_consistency and vote.majority is None:
-            reason = f"self_consistency: no majority answer among the prompt's {vote.samples} samples"
-        elif cfg.self_consistency and answer != vote.majority:
-            reason = f"self_consistency: final answer {answer!r} is not the majority's {vote.majority!r}"
-        elif cfg.self_consistency and vote.agreement < cfg.min_agreement:
-            reason = f"self_consistency: agreement {vote.agreement:.4f} below {cfg.min_agreement}"
-        elif not cfg.min_chars <= len(r["response"]) <= cfg.max_chars:
-            reason = f"length: {len(r['response'])} outside {cfg.min_chars}..{cfg.max_chars} characters"
-        elif cfg.dedupe and (r["prompt_id"], r["response"]) in seen:
-            reason = "duplicate: the same response to the same prompt is kept once"
-        if reason is None:
-            seen.add((r["prompt_id"], r["response"]))
-        rows.append({
-            "id": r["candidate_id"], "prompt_id": r["prompt_id"], "prompt": r["prompt"],
-            "response": r["response"], "rounds": r["round"], "verdict": r["verdict"],
-            "score": r["score"], "correct": correct, "final_answer": answer, "majority": vote.majority,
-            "agreement": vote.agreement, "reward": reward, "kept": reason is None, "reason": reason,
-            "iteration": iteration,
-        })
-    return pl.DataFrame(rows, schema={
-        "id": pl.String, "prompt_id": pl.String, "prompt": pl.String, "response": pl.String,
-        "rounds": pl.Int64, "verdict": pl.String, "score": pl.Int64, "correct": pl.Boolean,
-        "final_answer": pl.String, "majority": pl.String, "agreement": pl.Float64, "reward": pl.Float64,
-        "kept": pl.Boolean, "reason": pl.String, "iteration": pl.String,
-    })
+    return decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=rewards)
+
+
+def filter_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: FilterConfig, iteration: str, *,
+                  tasks: Tasks, reward: Callable[[pl.DataFrame], Mapping[str, float]] | None = None,
+                  ) -> Iterator[pl.DataFrame]:
+    """The filter over a stream of (refinements of whole prompts, their prompt rows):
+    the rows `filter_answers(final_answers(all refinements), ...)` gives, a frame at a
+    time, in its order. `reward`: scores a frame of final answers (id -> reward)."""
+    if cfg.min_reward is not None and reward is None:
+        raise ValueError("filter: min_reward is set but no reward model scored the answers")
+    # The finals' order is their candidates' first rounds': a candidate with no round 0
+    # (not one refine writes) comes after every candidate that has one, wherever its
+    # prompt is, so such rows wait for the end.
+    late, offset = [], 0
+    for refinements, prompts in chunks:
+        finals = final_rounds(refinements.select(*FINALS_COLUMNS).with_row_index("_position", offset)
+                              .with_columns(_first=pl.col("round").min().over("candidate_id")))
+        offset += refinements.height
+        out = decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=reward and reward(finals))
+        waiting = finals.get_column("_first") > 0
+        if waiting.any():
+            keys = finals.select("_first", pl.col("_position").min().over("candidate_id"))
+            late.append(pl.concat([out, keys], how="horizontal").filter(waiting))
+            out = out.filter(~waiting)
+        yield out
+    if late:
+        yield pl.concat(late).sort("_first", "_position").drop("_first", "_position")
+
+
+def decide(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig, iteration: str, *, tasks: Tasks,
+           rewards: Mapping[str, float] | None) -> pl.DataFrame:
+    """The rules over a frame of final answers that holds whole prompts (in the
+    order the duplicate rule reads them)."""
+    read = tasks.rule_check(finals.get_column("response"), finals.get_column("prompt_id"), prompts)
+    reference = aligned_answers(finals.get_column("prompt_id"), prompts)
+    frame = finals.select(  # a filtered row's id is its candidate's
+        pl.col("candidate_id").alias("id"), "prompt_id", "prompt", "response", pl.col("round").alias("rounds"),
+        "verdict", pl.col("score").cast(pl.Int64), read.get_column("correct"),
+        read.get_column("final_answer").alias("_read"), reference.alias("_reference"),
+        **({} if rewards is None else {"reward": _rewards(finals, rewards)}),
+    ).with_columns(voted_answer(pl.col("_read")).alias("final_answer"))
+    votes = vote_frame(frame.select("prompt_id", "final_answer"))
+    frame = frame.join(votes, on="prompt_id", how="left", maintain_order="left")
+    if rewards is None:
+        frame = frame.with_columns(reward=pl.lit(None, pl.Float64))
+    reason = _reasons(cfg)
+    if cfg.dedupe:  # the same response to the same prompt: kept the first time it passes every other rule
+        passes = reason.is_null()
+        repeat = passes.cast(pl.UInt32).cum_sum().over("prompt_id", "response") > 1
+        reason = pl.when(passes & repeat).then(pl.lit("duplicate: the same response to the same prompt is kept once")
+                                              ).otherwise(reason)
+    frame = frame.with_columns(reason=reason)
+    return frame.select(
+        pl.col("id"), "prompt_id", "prompt", "response", "rounds", "verdict", "score", "correct", "final_answer",
+        "majority", pl.col("agreement").fill_null(0.0), "reward", pl.col("reason").is_null().alias("kept"),
+        "reason", pl.lit(iteration, pl.String).alias("iteration"),
+    ).cast(FILTERED_SCHEMA)
+
+
+def _reasons(cfg: FilterConfig) -> pl.Expr:
+    """The first rule each row fails, in words (null: it passes all but the duplicate rule)."""
+    correct, score, reward = pl.col("correct"), pl.col("score"), pl.col("reward")
+    majority, agreement, length = pl.col("majority"), pl.col("agreement"), pl.col("response").str.len_chars()
+    steps: list[tuple[pl.Expr, pl.Expr]] = []
+    if cfg.require_reference:
+        steps.append((correct.is_null(), pl.lit("no_reference: the prompt has no reference answer")))
+    if cfg.require_correct:
+        steps.append((correct.not_(), _text("incorrect: final answer ", _repr(pl.col("_read")),
+                                            " does not match the reference ", _repr(pl.col("_reference")))))
+    if cfg.min_score:
+        steps.append((score.is_null() | (score < cfg.min_score),
+                      _text("score: feedback score ", score.cast(pl.String).fill_null("None"),
+                            f" below {cfg.min_score}")))
+    if cfg.min_reward is not None:
+        steps.append((reward < cfg.min_reward,
+                      _text("reward: reward ", _python(lambda v: f"{v:.4f}", reward), f" below {cfg.min_reward}")))
+    if cfg.self_consistency:
+        steps += [
+            (majority.is_null(), _text("self_consistency: no majority answer among the prompt's ",
+                                       pl.col("samples").cast(pl.String), " samples")),
+            (pl.col("final_answer").ne_missing(majority),
+             _text("self_consistency: final answer ", _repr(pl.col("final_answer")), " is not the majority's ",
+                   _repr(majority))),
+            (agreement < cfg.min_agreement,
+             _text("self_consistency: agreement ", _python(lambda v: f"{v:.4f}", agreement),
+                   f" below {cfg.min_agreement}")),
+        ]
+    steps.append((~length.is_between(cfg.min_chars, cfg.max_chars),
+                  _text("length: ", length.cast(pl.String), f" outside {cfg.min_chars}..{cfg.max_chars} characters")))
+    reason = pl.lit(None, pl.String)
+    for failed, text in reversed(steps):
+        reason = pl.when(failed).then(text).otherwise(reason)
+    return reason
+
+
+def _text(*parts: pl.Expr | str) -> pl.Expr:
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
+
+
+def _python(format: Callable[[Any], str], expr: pl.Expr) -> pl.Expr:
+    """`format` (a Python formatter: repr, f"{v:.4f}") of each value, called once per
+    distinct value of the frame; "None" for null, as an f-string writes it."""
+    def apply(values: pl.Series) -> pl.Series:
+        distinct = values.drop_nulls().unique()
+        written = pl.Series([format(v) for v in distinct.to_list()], dtype=pl.String)
+        return values.replace_strict(distinct, written, default=None, return_dtype=pl.String).fill_null("None")
+    return expr.map_batches(apply, return_dtype=pl.String, is_elementwise=True)
+
+
+def _repr(expr: pl.Expr) -> pl.Expr:
+    return _python(repr, expr)
+
+
+def aligned_answers(prompt_ids: pl.Series, prompts: pl.DataFrame) -> pl.Series:
+    """Each row's prompt's reference answer (null: none, or an unknown prompt)."""
+    if "answer" not in prompts.columns:
+        return pl.Series([None] * prompt_ids.len(), dtype=pl.String)
+    answers = prompts.select("id", "answer").unique("id", keep="last", maintain_order=True)
+    return (pl.DataFrame([prompt_ids.alias("id")]).join(answers, on="id", how="left", maintain_order="left")
+            .get_column("answer").cast(pl.String))
+
+
+def _rewards(finals: pl.DataFrame, rewards: Mapping[str, float]) -> pl.Series:
+    ids = finals.get_column("id").to_list()
+    missing = [i for i in ids if i not in rewards]
+    if missing:
+        raise ValueError(f"filter: the reward model scored no answer {missing[0]!r} ({len(missing)} without a reward)")
+    return pl.Series([rewards[i] for i in ids], dtype=pl.Float64)
+
+
+class FilterTally:
+    """`filter_metrics`, counted as filtered frames pass (each holding whole prompts):
+    `add` each frame (it is returned unchanged), then read `metrics()`."""
+
+    def __init__(self, cfg: FilterConfig):
+        self.cfg = cfg
+        self.rows = self.kept = self.checked = self.right = 0
+        self.dropped: Counter[str] = Counter()
+        self.prompts = self.with_majority = self.majority_checked = self.majority_right = 0
+        self.agreement: list[float] = []  # one exact sum per frame
+        self.rewards: list[float] = []
+        self.reward_correct: list[tuple[float, bool]] = []
+
+    def add(self, filtered: pl.DataFrame) -> pl.DataFrame:
+        self.rows += filtered.height
+        kept = filtered.get_column("kept")
+        self.kept += int(kept.sum())
+        reasons = filtered.filter(~pl.col("kept")).select(pl.col("reason").str.replace(r":.*", "")).to_series()
+        self.dropped.update(dict(reasons.value_counts().iter_rows()))
+        correct = filtered.get_column("correct").drop_nulls()
+        self.checked += correct.len()
+        self.right += int(correct.sum())
+        per_prompt = filtered.group_by("prompt_id").agg(pl.col("majority").first(), pl.col("agreement").first())
+        self.prompts += per_prompt.height
+        self.with_majority += int(per_prompt.get_column("majority").is_not_null().sum())
+        self.agreement.append(math.fsum(per_prompt.get_column("agreement").to_list()))
+        majority_rows = (filtered.filter(pl.col("final_answer") == pl.col("majority"))
+                         .group_by("prompt_id").agg(pl.col("correct").first()))
+        majority_correct = majority_rows.get_column("correct").drop_nulls()
+        self.majority_checked += majority_correct.len()
+        self.majority_right += int(majority_correct.sum())
+        rewarded = filtered.filter(pl.col("reward").is_not_null())
+        if rewarded.height:
+            self.rewards += rewarded.get_column("reward").to_list()
+            self.reward_correct += rewarded.filter(pl.col("correct").is_not_null()).select("reward", "correct").rows()
+        return filtered
+
+    def metrics(self) -> dict:
+        dropped_by_rule = dict(sorted(self.dropped.items()))
+        rules, checked = {}, self.rows
+        for rule in self.cfg.rules():
+            out = dropped_by_rule.get(rule, 0)
+            rules[rule] = {"checked": checked, "kept": checked - out, "dropped": out}
+            checked -= out
+        metrics = {
+            "rows": self.rows,
+            "kept": self.kept,
+            "dropped": self.rows - self.kept,
+            "dropped_by_rule": dropped_by_rule,
+            "rules": rules,
+            "correct_rate": round(self.right / self.checked if self.checked else 0.0, 4),
+            "self_consistency": {
+                "prompts": self.prompts,
+                "with_majority": self.with_majority,
+                "mean_agreement": round(math.fsum(self.agreement) / self.prompts if self.prompts else 0.0, 4),
+                "majority_correct_rate": (round(self.majority_right / self.majority_checked, 4)
+                                          if self.majority_checked else None),
+            },
+        }
+        if self.rewards:
+            separation = auc([r for r, _ in self.reward_correct], [c for _, c in self.reward_correct])
+            metrics["reward"] = {"mean": round(math.fsum(self.rewards) / len(self.rewards), 4),
+                                 "auc": None if separation is None else round(separation, 4)}
+        return metrics
 
 
 def filter_metrics(filtered: pl.DataFrame, cfg: FilterConfig) -> dict:
     """Rows kept and dropped, in all and per rule (in order: a rule checks what the
     rules before it kept), and what the signals measured where a reference can tell."""
-    dropped = (filtered.filter(~pl.col("kept"))
-               .with_columns(pl.col("reason").str.replace(r":.*", ""))  # the rule's name
-               .group_by("reason").len().sort("reason"))
-    dropped_by_rule = dict(zip(dropped["reason"].to_list(), dropped["len"].to_list(), strict=True))
-    rules, checked = {}, filtered.height
-    for rule in cfg.rules():
-        out = dropped_by_rule.get(rule, 0)
-        rules[rule] = {"checked": checked, "kept": checked - out, "dropped": out}
-        checked -= out
-    metrics = {
-        "rows": filtered.height,
-        "kept": int(filtered["kept"].sum()),
-        "dropped": int((~filtered["kept"]).sum()),
-        "dropped_by_rule": dropped_by_rule,
-        "rules": rules,
-        "correct_rate": round(float(filtered["correct"].drop_nulls().mean() or 0.0), 4),
-        "self_consistency": self_consistency_metrics(filtered),
-    }
-    if filtered["reward"].null_count() < filtered.height:
-        metrics["reward"] = reward_metrics(filtered)
-    return metrics
-
-
-def self_consistency_metrics(filtered: pl.DataFrame) -> dict:
-    """Mean agreement, prompts with a majority, and how often the majority answer is
-    right where the prompt has a reference (what self-consistency is worth here)."""
-    per_prompt = filtered.group_by("prompt_id").agg(pl.col("majority").first(), pl.col("agreement").first())
-    majority_rows = (filtered.filter(pl.col("final_answer") == pl.col("majority"))
-                     .group_by("prompt_id").agg(pl.col("correct").first()))
-    majority_correct = majority_rows["correct"].drop_nulls()
-    return {
-        "prompts": per_prompt.height,
-        "with_majority": int(per_prompt["majority"].is_not_null().sum()),
-        "mean_agreement": round(float(per_prompt["agreement"].mean() or 0.0), 4),
-        "majority_correct_rate": round(float(majority_correct.mean()), 4) if majority_correct.len() else None,
-    }
-
-
-def reward_metrics(filtered: pl.DataFrame) -> dict:
-    """The reward model's scores: mean, and how well they separate right from wrong
-    answers (AUC) where a reference can tell."""
-    checked = filtered.filter(pl.col("correct").is_not_null())
-    separation = auc(checked["reward"].to_list(), checked["correct"].to_list())
-    return {"mean": round(float(filtered["reward"].mean()), 4),
-            "auc": None if separation is None else round(separation, 4)}
+    tally = FilterTally(cfg)
+    tally.add(filtered)
+    return tally.metrics()
 
 
 def final_answers(refinements: pl.DataFrame) -> pl.DataFrame:
     """The last round of each candidate (what filter and evaluation judge)."""
-    return refinements.sort("round").group_by("candidate_id", maintain_order=True).last()
+    return final_rounds(refinements)
+

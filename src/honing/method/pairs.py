@@ -12,17 +12,28 @@ Two rules build pairs (`pairs`, either or both):
 
 Each rule gives at most `max_pairs_per_prompt` pairs per prompt. A pair is written
 in TRL's conversational prompt/chosen/rejected format.
+
+Both rules are polars queries over a frame that holds whole prompts (ranks within a
+prompt, windows over candidates): `build_pairs` runs them on all rows at once,
+`pair_stream` on a stream of such frames, with the same pairs in the same order.
+The templates and messages helpers here (`rendered`, `messages`) serve build_sft too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import jinja2
+import jinja2.nodes
 import polars as pl
 
-from honing.method.prompts import PromptSet, assistant, user
+from honing.method.prompts import PromptSet
+from honing.method.signals import self_consistency_column
 
 if TYPE_CHECKING:
     from honing.tasks.base import Tasks
@@ -55,86 +66,208 @@ def signal_value(signal: str, correct: bool | None, score: int | None,
     return float(correct) * 10 + (score or 0) / 10
 
 
+def signal_expr(signal: str) -> pl.Expr:
+    """`signal_value` over columns `correct`, `score` and `computed`."""
+    if signal in COMPUTED_SIGNALS:
+        return pl.col("computed").cast(pl.Float64)
+    correct, score = pl.col("correct").cast(pl.Float64), pl.col("score").cast(pl.Float64)
+    if signal == "rule":
+        return correct
+    if signal == "score":
+        return score
+    return correct * 10 + _tenths(pl.col("score")).fill_null(0.0)
+
+
+def _tenths(score: pl.Expr) -> pl.Expr:
+    """score / 10 as Python divides: polars multiplies by 0.1 for a constant divisor
+    (0.30000000000000004 for 3), so each distinct score is divided in Python."""
+    def apply(values: pl.Series) -> pl.Series:
+        distinct = values.drop_nulls().unique()
+        tenths = pl.Series([v / 10 for v in distinct.to_list()], dtype=pl.Float64)
+        return values.replace_strict(distinct, tenths, default=None, return_dtype=pl.Float64)
+    return score.map_batches(apply, return_dtype=pl.Float64, is_elementwise=True)
+
+
+def check_config(cfg: PairsConfig) -> None:
+    if cfg.signal not in SIGNALS:
+        raise ValueError(f"build_pairs.signal must be one of {', '.join(SIGNALS)}, found {cfg.signal!r}")
+    unknown = [rule for rule in cfg.pairs if rule not in PAIR_RULES]
+    if unknown or not cfg.pairs:
+        raise ValueError(f"build_pairs.pairs must list some of {', '.join(PAIR_RULES)}, found {list(cfg.pairs)!r}")
+
+
 def build_pairs(refinements: pl.DataFrame, prompts: pl.DataFrame, templates: PromptSet,
                 cfg: PairsConfig, iteration: str, *, tasks: Tasks,
                 values: Mapping[str, float | None] | None = None) -> pl.DataFrame:
     """`prompts`: the prompt rows (id, answer, task, metadata); `tasks`: their task
     families, whose rule check gives the `rule` signal; `values`: refinement row id ->
     its value by a computed signal (self_consistency, reward, judge: honing.method.signals)."""
-    if cfg.signal not in SIGNALS:
-        raise ValueError(f"build_pairs.signal must be one of {', '.join(SIGNALS)}, found {cfg.signal!r}")
+    check_config(cfg)
     if cfg.signal in COMPUTED_SIGNALS and values is None:
         raise ValueError(f"build_pairs.signal {cfg.signal!r} needs each answer's value computed first (values=)")
-    unknown = [rule for rule in cfg.pairs if rule not in PAIR_RULES]
-    if unknown or not cfg.pairs:
-        raise ValueError(f"build_pairs.pairs must list some of {', '.join(PAIR_RULES)}, found {list(cfg.pairs)!r}")
-    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
-    by_prompt: dict[str, list[tuple[float, str, str]]] = {}
-    texts: dict[str, str] = {}
-    for r in refinements.iter_rows(named=True):
-        value = signal_value(cfg.signal, tasks.verify(r["response"], by_id.get(r["prompt_id"])), r["score"],
-                             (values or {}).get(r["id"]))
-        if value is None:
-            continue
-        texts[r["prompt_id"]] = r["prompt"]
-        by_prompt.setdefault(r["prompt_id"], []).append((value, r["id"], r["response"]))
-    rows = []
+    frames = list(pair_stream(lambda: [(refinements, prompts)], templates, cfg, iteration, tasks=tasks,
+                              values=values))
+    return pl.concat(frames) if frames else pl.DataFrame(schema=PAIR_SCHEMA)
+
+
+def pair_stream(chunks: Callable[[], Iterable[tuple[pl.DataFrame, pl.DataFrame]]], templates: PromptSet,
+                cfg: PairsConfig, iteration: str, *, tasks: Tasks,
+                values: Mapping[str, float | None] | None = None) -> Iterator[pl.DataFrame]:
+    """`build_pairs` over a stream: `chunks()` gives (refinements of whole prompts,
+    their prompt rows), sorted by candidate across frames; it is read once per rule.
+    Without `values`, the self_consistency signal is computed frame by frame."""
+    check_config(cfg)
+    if cfg.signal in ("reward", "judge") and values is None:
+        raise ValueError(f"build_pairs.signal {cfg.signal!r} needs each answer's value computed first (values=)")
     if "best_worst" in cfg.pairs:
-        for pid, scored in by_prompt.items():
-            # best first; ties broken by id so the output does not depend on input order
-            ranked = sorted({resp: (v, i, resp) for v, i, resp in scored}.values(), key=lambda t: (-t[0], t[1]))
-            for k in range(min(cfg.max_pairs_per_prompt, len(ranked) // 2)):
-                best, worst = ranked[k], ranked[-1 - k]
-                margin = best[0] - worst[0]
-                if margin < cfg.min_margin or margin <= 0:
-                    break
-                rows.append(_pair(pid, texts[pid], best, worst, templates, iteration))
+        for refinements, prompts in chunks():
+            yield best_worst(_checked(refinements, prompts, cfg, tasks, values), templates, cfg, iteration)
     if "refined_original" in cfg.pairs:
-        have = {_answers(r) for r in rows}  # best_worst may have paired the same two answers already
-        rows += [r for r in refined_original(refinements, by_id, templates, cfg, iteration, tasks=tasks)
-                 if _answers(r) not in have]
-    return pl.DataFrame(rows, schema=PAIR_SCHEMA)
+        for refinements, prompts in chunks():
+            rows = _checked(refinements, prompts, cfg, tasks, values)
+            pairs = refined_original(rows, templates, cfg, iteration)
+            if "best_worst" in cfg.pairs:  # best_worst may have paired the same two answers already
+                have = best_worst(rows, templates, cfg, iteration).select("prompt_id", *_answers())
+                pairs = (pairs.with_columns(_answers())
+                         .join(have, on=["prompt_id", "_chosen", "_rejected"], how="anti", maintain_order="left")
+                         .drop("_chosen", "_rejected"))
+            yield pairs
 
 
-def _answers(pair: dict) -> tuple[str, str, str]:
-    return pair["prompt_id"], pair["chosen"][0]["content"], pair["rejected"][0]["content"]
+def _answers() -> list[pl.Expr]:
+    """A pair's chosen and rejected text, to compare pairs by."""
+    return [pl.col("chosen").list.first().struct.field("content").alias("_chosen"),
+            pl.col("rejected").list.first().struct.field("content").alias("_rejected")]
 
 
-def refined_original(refinements: pl.DataFrame, by_id: dict, templates: PromptSet, cfg: PairsConfig,
-                     iteration: str, *, tasks: Tasks) -> list[dict]:
+def _checked(refinements: pl.DataFrame, prompts: pl.DataFrame, cfg: PairsConfig, tasks: Tasks,
+             values: Mapping[str, float | None] | None) -> pl.DataFrame:
+    """The rows with their rule check (`correct`) and computed signal (`computed`)."""
+    read = tasks.rule_check(refinements.get_column("response"), refinements.get_column("prompt_id"), prompts)
+    rows = refinements.with_columns(correct=read.get_column("correct"))
+    if "score" not in rows.columns:
+        rows = rows.with_columns(score=pl.lit(None, pl.Int64))
+    if values is not None:
+        ids = rows.get_column("id").to_list()
+        computed = pl.Series([values.get(i) for i in ids], dtype=pl.Float64)
+    elif cfg.signal == "self_consistency":
+        computed = self_consistency_column(refinements, prompts, tasks)
+    else:
+        computed = pl.Series([None] * rows.height, dtype=pl.Float64)
+    return rows.with_columns(computed=computed)
+
+
+def best_worst(rows: pl.DataFrame, templates: PromptSet, cfg: PairsConfig, iteration: str) -> pl.DataFrame:
+    """Per prompt (in the order they first have a value), the k-th best answer against
+    the k-th worst while the margin holds; each response counted once (its last row),
+    ties broken by id so the output does not depend on input order."""
+    scored = (rows.with_row_index("_position").with_columns(_value=signal_expr(cfg.signal))
+              .filter(pl.col("_value").is_not_null())
+              .with_columns(_first=pl.col("_position").min().over("prompt_id"),
+                            _text=pl.col("prompt").last().over("prompt_id")))
+    ranked = (scored.filter(pl.col("_position") == pl.col("_position").max().over("prompt_id", "response"))
+              .sort(["_first", "_value", "id"], descending=[False, True, False], maintain_order=True)
+              .with_columns(_rank=pl.int_range(pl.len()).over("prompt_id"), _count=pl.len().over("prompt_id")))
+    best = ranked.filter(pl.col("_rank") < pl.min_horizontal(pl.lit(cfg.max_pairs_per_prompt),
+                                                             pl.col("_count") // 2))
+    worst = ranked.select("prompt_id", (pl.col("_count") - 1 - pl.col("_rank")).alias("_rank"),
+                          pl.col("id").alias("_worst_id"), pl.col("response").alias("_worst"),
+                          pl.col("_value").alias("_worst_value"))
+    pairs = (best.join(worst, on=["prompt_id", "_rank"], how="left", maintain_order="left")
+             .with_columns(_margin=pl.col("_value") - pl.col("_worst_value"))
+             .filter((pl.col("_margin") >= cfg.min_margin) & (pl.col("_margin") > 0)))
+    return _pair_frame(pairs, templates, iteration, chosen=("id", "response", "_value"),
+                       rejected=("_worst_id", "_worst", "_worst_value"))
+
+
+def refined_original(rows: pl.DataFrame, templates: PromptSet, cfg: PairsConfig, iteration: str) -> pl.DataFrame:
     """Pairs across rounds: a candidate's last refinement that the rule check says is
-    right (chosen) against its original answer that it says is wrong (rejected)."""
-    chains: dict[str, list[dict]] = {}
-    for r in refinements.sort(["candidate_id", "round"]).iter_rows(named=True):
-        chains.setdefault(r["candidate_id"], []).append(r)
-    rows, per_prompt, seen = [], {}, set()
-    for original, *refined in chains.values():
-        pid, prompt = original["prompt_id"], by_id.get(original["prompt_id"])
-        if original["round"] != 0 or tasks.verify(original["response"], prompt) is not False:
-            continue
-        right = [r for r in refined if tasks.verify(r["response"], prompt)]
-        if not right or per_prompt.get(pid, 0) >= cfg.max_pairs_per_prompt:
-            continue
-        chosen = right[-1]
-        if (pid, chosen["response"], original["response"]) in seen:  # the same pair from another candidate
-            continue
-        seen.add((pid, chosen["response"], original["response"]))
-        per_prompt[pid] = per_prompt.get(pid, 0) + 1
-        rows.append(_pair(pid, original["prompt"], (1.0, chosen["id"], chosen["response"]),
-                          (0.0, original["id"], original["response"]), templates, iteration))
-    return rows
+    right (chosen) against its original answer that it says is wrong (rejected); the
+    same two answers once per prompt, at most max_pairs_per_prompt, by candidate."""
+    chains = rows.sort("candidate_id", "round", maintain_order=True).with_columns(
+        _step=pl.int_range(pl.len()).over("candidate_id"))
+    originals = chains.filter((pl.col("_step") == 0) & (pl.col("round") == 0) & (pl.col("correct") == False))  # noqa: E712
+    right = (chains.filter((pl.col("_step") > 0) & (pl.col("correct") == True))  # noqa: E712
+             .group_by("candidate_id", maintain_order=True).last()
+             .select("candidate_id", pl.col("id").alias("_chosen_id"), pl.col("response").alias("_chosen")))
+    pairs = (originals.join(right, on="candidate_id", how="inner", maintain_order="left")
+             .filter(pl.struct("prompt_id", "_chosen", "response").is_first_distinct())
+             .filter(pl.int_range(pl.len()).over("prompt_id") < cfg.max_pairs_per_prompt)
+             .with_columns(_text=pl.col("prompt"), _one=pl.lit(1.0), _zero=pl.lit(0.0)))
+    return _pair_frame(pairs, templates, iteration, chosen=("_chosen_id", "_chosen", "_one"),
+                       rejected=("id", "response", "_zero"))
 
 
-def _pair(prompt_id: str, prompt: str, chosen: tuple[float, str, str], rejected: tuple[float, str, str],
-          templates: PromptSet, iteration: str) -> dict:
-    """A pair row from (score, row id, response) of the chosen and the rejected answer."""
-    return {
-        "id": f"{chosen[1]}>{rejected[1]}", "prompt_id": prompt_id,
-        "prompt": [user(templates.answer(prompt))],
-        "chosen": [assistant(chosen[2])], "rejected": [assistant(rejected[2])],
-        "chosen_score": chosen[0], "rejected_score": rejected[0], "margin": chosen[0] - rejected[0],
-        "iteration": iteration,
-    }
+def _pair_frame(pairs: pl.DataFrame, templates: PromptSet, iteration: str, *, chosen: tuple[str, str, str],
+                rejected: tuple[str, str, str]) -> pl.DataFrame:
+    """Pair rows from columns (row id, response, score) of the chosen and the rejected answer."""
+    prompt = rendered(templates, "answer", pairs, prompt="_text")
+    return pairs.select(
+        pl.concat_str([pl.col(chosen[0]), pl.lit(">"), pl.col(rejected[0])]).alias("id"),
+        "prompt_id",
+        messages("user", prompt).alias("prompt"),
+        messages("assistant", pl.col(chosen[1])).alias("chosen"),
+        messages("assistant", pl.col(rejected[1])).alias("rejected"),
+        pl.col(chosen[2]).alias("chosen_score"), pl.col(rejected[2]).alias("rejected_score"),
+        (pl.col(chosen[2]) - pl.col(rejected[2])).alias("margin"),
+        pl.lit(iteration, pl.String).alias("iteration"),
+    ).cast(PAIR_SCHEMA)
+
+
+# ---------------------------------------------------------------- messages and templates over columns
+
+
+def messages(role: str, content: pl.Expr | pl.Series) -> pl.Expr:
+    """A one-message conversation per row: [{"role": role, "content": content}]."""
+    content = pl.lit(content) if isinstance(content, pl.Series) else content
+    return pl.concat_list(pl.struct(pl.lit(role, pl.String).alias("role"), content.alias("content")))
+
+
+def rendered(templates: PromptSet, name: str, frame: pl.DataFrame, **columns: str) -> pl.Series:
+    """`templates.<name>(**values)` for each row of `frame`, the values read from
+    `columns` (template variable -> column). A template that only places its values
+    in fixed text is rendered as one string concatenation; any other (filters,
+    conditions) through Jinja, once per distinct set of values."""
+    pieces = _plain_template(Path(templates.folder), name, tuple(sorted(columns)))
+    if frame.height == 0:
+        return pl.Series(name, [], dtype=pl.String)
+    if pieces is not None:
+        parts = [pl.lit(text) if variable is None else pl.col(columns[variable]) for variable, text in pieces]
+        return frame.select(pl.concat_str(parts).alias(name)).to_series()
+    render = getattr(templates, name)
+    distinct = frame.select(list(columns.values())).unique(maintain_order=True)
+    texts = [render(**dict(zip(columns, row, strict=True))) for row in distinct.iter_rows()]
+    table = distinct.with_columns(pl.Series(name, texts, dtype=pl.String))
+    return (frame.select(list(columns.values())).join(table, on=list(columns.values()), how="left",
+                                                      maintain_order="left", nulls_equal=True)
+            .get_column(name))
+
+
+_SENTINEL = "\x00honing:{}\x00"
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_template(folder: Path, name: str, variables: tuple[str, ...]) -> tuple[tuple[str | None, str], ...] | None:
+    """The template as (variable or None, fixed text) pieces if it only places values
+    in fixed text, else None. Proved on its syntax tree (outputs of text and names,
+    nothing else), then checked on a probe against Jinja's own rendering."""
+    source = (folder / f"{name}.jinja2").read_text(encoding="utf-8")
+    body = jinja2.Environment().parse(source).body
+    if not all(isinstance(node, jinja2.nodes.Output) and all(
+            isinstance(n, jinja2.nodes.TemplateData) or (isinstance(n, jinja2.nodes.Name) and n.name in variables)
+            for n in node.nodes) for node in body):
+        return None
+    templates = PromptSet(folder)
+    marked = getattr(templates, name)(**{v: _SENTINEL.format(v) for v in variables})
+    pieces: list[tuple[str | None, str]] = []
+    for k, part in enumerate(re.split("\x00honing:([^\x00]*)\x00", marked)):
+        if k % 2:
+            pieces.append((part, ""))
+        elif part:
+            pieces.append((None, part))
+    probe = {v: f"<{v}> & 'x'\n{{{{ y }}}} é\t" for v in variables}
+    fast = "".join(text if variable is None else probe[variable] for variable, text in pieces)
+    return tuple(pieces) if fast == getattr(templates, name)(**probe) else None
 
 
 MESSAGES = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))

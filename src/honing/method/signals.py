@@ -19,6 +19,8 @@ Self-consistency (Wang et al., 2023) needs no reference: the task family's
 the majority, and the share of samples that reach it is the agreement. The vote is
 over each candidate's final answer (its last refinement round), one vote per
 sample. A tie for first place has no majority, and then no sample agrees with it.
+`vote_frame` counts the votes of many prompts at once (group-bys, no Python loop);
+`majority_vote` is the same rule for one prompt's answers.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import polars as pl
+
+from honing.tasks.base import PY_SPACE
 
 if TYPE_CHECKING:
     from honing.tasks.base import Tasks
@@ -49,25 +53,53 @@ def majority_vote(answers: Sequence[str | None]) -> Vote:
     return Vote(majority, n / len(answers), len(answers))
 
 
-def final_answers_of(rows: pl.DataFrame, prompts: pl.DataFrame, tasks: Tasks) -> list[str | None]:
-    """Each row's final answer (its task family's `final_answer`), in row order; None for
-    a row whose prompt is unknown or whose response holds no final answer."""
-    by_id = {p["id"]: p for p in prompts.iter_rows(named=True)}
-    out = []
-    for pid, response in zip(rows["prompt_id"].to_list(), rows["response"].to_list(), strict=True):
-        prompt = by_id.get(pid)
-        answer = None if prompt is None else tasks.final_answer(response, prompt)
-        out.append(None if answer is None else answer.strip() or None)
-    return out
+def voted_answer(answer: pl.Expr) -> pl.Expr:
+    """A family's final answer as the vote counts it: stripped as str.strip() does,
+    null when empty or none."""
+    stripped = answer.str.strip_chars(PY_SPACE)
+    return pl.when(stripped != "").then(stripped)
 
 
-def votes(samples: pl.DataFrame, answers: Sequence[str | None]) -> dict[str, Vote]:
-    """Each prompt's vote over its samples (`samples`: one row per sample, with
-    prompt_id; `answers`: their final answers, in row order)."""
-    by_prompt: dict[str, list[str | None]] = {}
-    for pid, answer in zip(samples["prompt_id"].to_list(), answers, strict=True):
-        by_prompt.setdefault(pid, []).append(answer)
-    return {pid: majority_vote(a) for pid, a in by_prompt.items()}
+def final_answers_of(rows: pl.DataFrame, prompts: pl.DataFrame, tasks: Tasks) -> pl.Series:
+    """Each row's final answer (its task family's `final_answer`, as the vote counts
+    it), in row order; null for a row whose prompt is unknown or whose response holds
+    no final answer."""
+    read = tasks.rule_check(rows.get_column("response"), rows.get_column("prompt_id"), prompts)
+    return read.select(voted_answer(pl.col("final_answer"))).to_series()
+
+
+def vote_frame(samples: pl.DataFrame, answer: str = "final_answer") -> pl.DataFrame:
+    """Each prompt's vote over its samples (one row per sample: prompt_id and its final
+    answer): prompt_id, majority (null on a tie for first or without answers), agreement
+    and samples, one row per prompt (no order)."""
+    counts = samples.filter(pl.col(answer).is_not_null()).group_by("prompt_id", answer).len("votes")
+    top = pl.col("votes").max()
+    best = counts.group_by("prompt_id").agg(top.alias("top"), (pl.col("votes") == top).sum().alias("firsts"),
+                                            pl.col(answer).filter(pl.col("votes") == top).first().alias("majority"))
+    won = pl.col("firsts") == 1
+    return (samples.group_by("prompt_id").agg(pl.len().alias("samples"))
+            .join(best, on="prompt_id", how="left")
+            .select("prompt_id", pl.when(won).then(pl.col("majority")).alias("majority"),
+                    pl.when(won).then(pl.col("top") / pl.col("samples")).otherwise(0.0).alias("agreement"),
+                    pl.col("samples").cast(pl.Int64)))
+
+
+def final_rounds(refinements: pl.DataFrame) -> pl.DataFrame:
+    """The last round of each candidate, in the order of the candidates' first rounds."""
+    return refinements.sort("round", maintain_order=True).group_by("candidate_id", maintain_order=True).last()
+
+
+def self_consistency_column(refinements: pl.DataFrame, prompts: pl.DataFrame, tasks: Tasks) -> pl.Series:
+    """Each row's self-consistency value, in row order: 1.0 if its final answer is its
+    prompt's majority, else 0.0; null where the prompt has no majority. The vote is
+    over each candidate's last round; `refinements` holds whole prompts."""
+    finals = final_rounds(refinements.select("candidate_id", "prompt_id", "round", "response"))
+    vote = vote_frame(finals.with_columns(final_answer=final_answers_of(finals, prompts, tasks)))
+    answers = refinements.select("prompt_id").with_columns(answer=final_answers_of(refinements, prompts, tasks))
+    return (answers.join(vote, on="prompt_id", how="left", maintain_order="left")
+            .select(pl.when(pl.col("majority").is_not_null())
+                    .then(pl.col("answer").eq_missing(pl.col("majority")).cast(pl.Float64)))
+            .to_series().alias("self_consistency"))
 
 
 def self_consistency_values(refinements: pl.DataFrame, prompts: pl.DataFrame,
@@ -75,15 +107,8 @@ def self_consistency_values(refinements: pl.DataFrame, prompts: pl.DataFrame,
     """Row id -> 1.0 if the row's final answer is its prompt's majority, else 0.0; None
     where the prompt has no majority. Every round of every candidate gets a value; the
     vote is over each candidate's last round."""
-    finals = refinements.sort("round").group_by("candidate_id", maintain_order=True).last()
-    by_prompt = votes(finals, final_answers_of(finals, prompts, tasks))
-    values: dict[str, float | None] = {}
-    answers = final_answers_of(refinements, prompts, tasks)
-    for rid, pid, answer in zip(refinements["id"].to_list(), refinements["prompt_id"].to_list(), answers,
-                                strict=True):
-        majority = by_prompt[pid].majority if pid in by_prompt else None
-        values[rid] = None if majority is None else float(answer == majority)
-    return values
+    column = self_consistency_column(refinements, prompts, tasks)
+    return dict(zip(refinements.get_column("id").to_list(), column.to_list(), strict=True))
 
 
 def auc(values: Sequence[float], positive: Sequence[bool]) -> float | None:

@@ -8,7 +8,13 @@ of the task). A family gives
                   when the row has nothing to check against
     final_answer  what `verify` read from the response (for people: filter reasons)
 
-and, where a rule can check an answer step by step (the micro world's oracle):
+and, optionally, the same rule check as polars expressions (`vectorized`, a
+`VectorizedRule`), so that filters, pairs and SFT records check millions of answers
+in one query; a family without it (reasoning_gym: the gym's own scorer) is checked
+row by row through `verify`. `Tasks.rule_check` does either, per family, over a
+frame of answers.
+
+And, where a rule can check an answer step by step (the micro world's oracle):
 
     check           the rule oracle as a critic: (prompt, response) ->
                     (feedback text, ParsedFeedback with the refinement)
@@ -31,6 +37,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import polars as pl
+
 from honing.errors import HoningError
 from honing.method.feedback import ParsedFeedback
 
@@ -46,6 +54,21 @@ class Splice(NamedTuple):
     complete: bool  # True: a whole answer, nothing left for the policy to continue
 
 
+# The characters Python's str.strip() and the `re` module's \s treat as whitespace
+# (str.isspace). polars' strip_chars() and the Rust regex \s leave \x1c-\x1f out:
+# expressions that must read text as the Python rule does name these explicitly.
+PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+            "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+class VectorizedRule(NamedTuple):
+    """A family's rule check as polars expressions, equal to its Python `final_answer`
+    and `verify` on every input (tests hold them to it)."""
+
+    final_answer: Callable[[pl.Expr], pl.Expr]  # response -> the final answer read (String, null: none)
+    verify: Callable[[pl.Expr, pl.Expr], pl.Expr]  # (response, the prompt's answer) -> Boolean, null: no answer
+
+
 @dataclass(frozen=True)
 class TaskFamily:
     name: str
@@ -56,6 +79,7 @@ class TaskFamily:
     parse_feedback: Callable[[str], ParsedFeedback] | None = None
     splice: Callable[[str, ParsedFeedback], Splice | None] | None = None
     noisy_answer: Callable[[Row, random.Random, float], str] | None = None
+    vectorized: VectorizedRule | None = None  # verify and final_answer as expressions, where the rule allows
 
 
 def family_name(task: str) -> str:
@@ -83,7 +107,69 @@ class Tasks:
     def final_answer(self, response: str, row: Row) -> str | None:
         return self.family(row).final_answer(response)
 
+    def row_columns(self) -> list[str] | None:
+        """The prompt columns `rule_check` reads: id, task and answer where every family
+        has a vectorized rule; every column (None) where one verifies whole rows."""
+        if all(f.vectorized is not None for f in self.families.values()):
+            return ["id", "task", "answer"]
+        return None
+
+    def rule_check(self, responses: pl.Series, prompt_ids: pl.Series, prompts: pl.DataFrame) -> pl.DataFrame:
+        """`verify` and `final_answer` over a column: each response against the prompt
+        row (of `prompts`, by id) that `prompt_ids` names. Returns `correct` (Boolean)
+        and `final_answer` (String, as the family reads it), in row order, null where
+        `verify` and `final_answer` give None (an unknown prompt included). Families
+        with a `vectorized` rule are checked as polars expressions, the others row by
+        row (one call per distinct prompt and response)."""
+        rows = aligned(prompt_ids, prompts)
+        family = rows.get_column("task").cast(pl.String).str.extract(r"^([^:]*)", 1).alias("family")
+        names = family.drop_nulls().unique().sort().to_list()
+        for name in names:
+            if name not in self.families:  # the error Tasks.family gives, for the first such row
+                self.family(rows.row(int((family == name).arg_true()[0]), named=True))
+        answer = (rows.get_column("answer").cast(pl.String) if "answer" in rows.columns
+                  else pl.Series([None] * rows.height, dtype=pl.String))
+        frame = pl.DataFrame([responses.alias("response"), family, answer.alias("answer")])
+        correct, read = pl.lit(None, pl.Boolean), pl.lit(None, pl.String)
+        for name in names:
+            rule = self.families[name].vectorized
+            if rule is not None:
+                here = pl.col("family") == name
+                correct = pl.when(here).then(rule.verify(pl.col("response"), pl.col("answer"))).otherwise(correct)
+                read = pl.when(here).then(rule.final_answer(pl.col("response"))).otherwise(read)
+        out = frame.with_columns(correct.alias("correct"), read.alias("final_answer")).select("correct",
+                                                                                              "final_answer")
+        for name in names:
+            if self.families[name].vectorized is None:
+                out = self._python_rule(out, responses, rows, family == name, self.families[name])
+        return out
+
+    @staticmethod
+    def _python_rule(out: pl.DataFrame, responses: pl.Series, prompts: pl.DataFrame, mask: pl.Series,
+                     family: TaskFamily) -> pl.DataFrame:
+        """`out` with the rows under `mask` checked by the family's Python verify."""
+        rows = mask.arg_true()
+        seen: dict[tuple[Any, str], tuple[bool | None, str | None]] = {}
+        correct, answer = [], []
+        for response, row in zip(responses.gather(rows).to_list(), prompts[rows].iter_rows(named=True),
+                                 strict=True):
+            key = (row.get("id"), response)
+            if key not in seen:
+                seen[key] = (family.verify(response, row), family.final_answer(response))
+            correct.append(seen[key][0])
+            answer.append(seen[key][1])
+        return out.with_columns(out.get_column("correct").scatter(rows, pl.Series(correct, dtype=pl.Boolean)),
+                                out.get_column("final_answer").scatter(rows, pl.Series(answer, dtype=pl.String)))
+
     def noisy_answer(self, row: Row) -> Callable[[random.Random, float], str] | None:
         """`row`'s balanced-noise writer, bound to it; None where its family has none."""
         write = self.family(row).noisy_answer
         return None if write is None else (lambda rng, p: write(row, rng, p))
+
+
+def aligned(prompt_ids: pl.Series, prompts: pl.DataFrame) -> pl.DataFrame:
+    """The prompt row (of `prompts`, by id) of each id in `prompt_ids`, in their order;
+    a row of nulls but its id for an unknown prompt (its `task` is null)."""
+    ids = pl.DataFrame([prompt_ids.alias("id")])
+    return ids.join(prompts.unique("id", keep="last", maintain_order=True), on="id", how="left",
+                    maintain_order="left")

@@ -149,5 +149,5 @@ def family() -> TaskFamily:
     return TaskFamily(
         "micro", verify=reference.verify, final_answer=reference.extract_answer,
         check=check, feedback_format=FEEDBACK_FORMAT, parse_feedback=parse_check,
-        splice=splice, noisy_answer=noisy_answer,
+        splice=splice, noisy_answer=noisy_answer, vectorized=reference.VECTORIZED,
     )

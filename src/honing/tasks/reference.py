@@ -4,13 +4,20 @@ The final answer of a response is "Answer : x" at its end (the micro world's for
 else the last number in it (thousands separators read: "1,200"). A reference may be
 GSM8K-style, "reasoning #### 72", whose final answer is what follows "####".
 A row with no reference answer is not checked (None).
+
+`final_answer_expr` and `verify_expr` are the same reading as polars expressions (the
+family's `vectorized` rule): the regexes spell out Python's whitespace and digits,
+which Rust's regex classes define a little differently.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
-from honing.tasks.base import Row, TaskFamily
+import polars as pl
+
+from honing.tasks.base import PY_SPACE, Row, TaskFamily, VectorizedRule
 
 _ANSWER_LINE = re.compile(r"Answer : (\S+)\s*$")
 _LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -45,5 +52,54 @@ def verify(response: str, row: Row) -> bool | None:
     return rule_correct(response, row.get("answer"))
 
 
+# ---------------------------------------------------------------- as polars expressions
+
+
+def _class(chars: list[int], negate: bool = False) -> str:
+    """A Rust regex character class holding exactly these code points."""
+    ranges, start = [], None
+    for i, c in enumerate(chars):
+        if start is None:
+            start = c
+        if i + 1 == len(chars) or chars[i + 1] != c + 1:
+            ranges.append(f"\\x{{{start:x}}}" + (f"-\\x{{{c:x}}}" if c != start else ""))
+            start = None
+    return f"[{'^' if negate else ''}{''.join(ranges)}]"
+
+
+@functools.cache
+def _patterns() -> tuple[str, str]:
+    """(the answer line, a number) as Rust regexes that match what Python's re does."""
+    space = sorted(map(ord, PY_SPACE))
+    digits = [c for c in range(0x20000) if chr(c).isdecimal()]  # re's \d (none above U+1FBF9)
+    s, not_s, d = _class(space), _class(space, negate=True), _class(digits)
+    digits_or_comma = d[:-1] + ",]"
+    return f"Answer : ({not_s}+){s}*$", f"-?{d}{digits_or_comma}*(?:\\.{d}+)?"
+
+
+def final_answer_expr(response: pl.Expr) -> pl.Expr:
+    """`extract_answer` as an expression: the "Answer : x" line, else the last number."""
+    answer_line, number = _patterns()
+    line = response.str.strip_chars(PY_SPACE).str.extract(answer_line, 1)
+    return pl.coalesce(line, response.str.extract_all(number).list.last())
+
+
+def _normal_expr(value: pl.Expr) -> pl.Expr:
+    return value.str.replace_all(",", "", literal=True).str.strip_chars_end(".").str.strip_chars(PY_SPACE)
+
+
+def verify_expr(response: pl.Expr, answer: pl.Expr) -> pl.Expr:
+    """`rule_correct` as an expression: null where there is no reference answer."""
+    reference = (pl.when(answer.str.contains("####", literal=True))
+                 .then(answer.str.extract(r"(?s)^.*####(.*)$", 1))  # after the last ####, as rsplit reads it
+                 .otherwise(answer).str.strip_chars(PY_SPACE))
+    got = final_answer_expr(response)
+    return (pl.when(answer.is_null()).then(pl.lit(None, pl.Boolean))
+            .otherwise(got.is_not_null() & (_normal_expr(got) == _normal_expr(reference)).fill_null(False)))
+
+
+VECTORIZED = VectorizedRule(final_answer=final_answer_expr, verify=verify_expr)
+
+
 def family() -> TaskFamily:
-    return TaskFamily("reference", verify=verify, final_answer=extract_answer)
+    return TaskFamily("reference", verify=verify, final_answer=extract_answer, vectorized=VECTORIZED)
