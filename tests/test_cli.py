@@ -130,5 +130,10 @@ def test_results_prints_and_writes_the_table(tmp_path, capsys):
     readme.write_text(f"# x\n{BEGIN}\nold\n{END}\n")
     assert main(["results", "--report", str(report), "--update", str(readme)]) == 0
     assert readme.read_text() == f"# x\n{BEGIN}\n{table}\n{END}\n"
+    # a named block (a preset's measured run) beside the results table, which stays as it is
+    opening = f"<!-- preset: written by `honing results --report {report} --update {readme} --block preset` -->"
+    readme.write_text(f"# x\n{BEGIN}\n{table}\n{END}\n{opening}\nold\n<!-- /preset -->\n")
+    assert main(["results", "--report", str(report), "--update", str(readme), "--block", "preset"]) == 0
+    assert readme.read_text() == f"# x\n{BEGIN}\n{table}\n{END}\n{opening}\n{table}\n<!-- /preset -->\n"
     assert main(["results", "--report", str(tmp_path / "missing.json")]) == 1
     assert "missing.json: no such file" in capsys.readouterr().err

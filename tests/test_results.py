@@ -30,7 +30,7 @@ def test_the_table_has_a_row_per_checkpoint_and_a_column_per_round():
 def test_update_replaces_only_the_block():
     text = f"intro\n{BEGIN}\n| old |\n{END}\noutro\n"
     assert update_block(text, "| new |") == f"intro\n{BEGIN}\n| new |\n{END}\noutro\n"
-    with pytest.raises(ValueError, match="no results block"):
+    with pytest.raises(ValueError, match="no block"):
         update_block("no markers here", "| new |")
 
 

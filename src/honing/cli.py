@@ -233,13 +233,15 @@ def _add_results(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--detail", action="store_true",
                         help="also feedback parse rates, and tokens and seconds per stage (from metrics/ and "
                              "runtime/ beside the report's metrics/ folder)")
+    parser.add_argument("--block", help="write into this named block instead of the results table, e.g. a "
+                                        "preset's measured run: `<!-- NAME: written by `<this command>` -->`")
     parser.set_defaults(run=_results)
 
 
 def _results(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from honing.results import detail_table, results_table, update_block
+    from honing.results import BEGIN, END, block_markers, detail_table, results_table, update_block
 
     report = Path(args.report)
     if not report.is_file():
@@ -251,8 +253,13 @@ def _results(args: argparse.Namespace) -> int:
         print(table)
         return 0
     readme = Path(args.update)
-    readme.write_text(update_block(readme.read_text(), table))
-    print(f"{readme}: results block written from {report}")
+    begin, end = BEGIN, END
+    if args.block:
+        command = f"honing results --report {args.report}{' --detail' if args.detail else ''} " \
+                  f"--update {args.update} --block {args.block}"
+        begin, end = block_markers(args.block, command)
+    readme.write_text(update_block(readme.read_text(), table, begin, end))
+    print(f"{readme}: {args.block or 'results'} block written from {report}")
     return 0
 
 

@@ -32,12 +32,19 @@ def results_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_block(text: str, table: str) -> str:
-    """`text` with the table between BEGIN and END replaced by `table`."""
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"no results block: expected a line {BEGIN!r} and, after it, a line {END!r}")
-    return text[: start + len(BEGIN)] + "\n" + table + "\n" + text[end:]
+def block_markers(block: str, command: str) -> tuple[str, str]:
+    """The lines around a README block other than the results table (e.g. a preset's
+    measured run), naming the command that writes it."""
+    return f"<!-- {block}: written by `{command}` -->", f"<!-- /{block} -->"
+
+
+def update_block(text: str, table: str, begin: str = BEGIN, end: str = END) -> str:
+    """`text` with the table between `begin` and `end` replaced by `table`."""
+    start = text.find(begin)
+    stop = text.find(end, start) if start >= 0 else -1
+    if start < 0 or stop < 0:
+        raise ValueError(f"no block: expected a line {begin!r} and, after it, a line {end!r}")
+    return text[: start + len(begin)] + "\n" + table + "\n" + text[stop:]
 
 
 # ---- the detail: parse rates, tokens and seconds per stage --------------------------------
