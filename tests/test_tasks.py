@@ -282,3 +282,42 @@ def test_filter_pairs_and_sft_check_gym_rows_with_the_gym_verifier(gym_prompts):
     # round 0 only: ":0" said correct on a wrong answer (left out); ":1" said incorrect on a wrong one (kept)
     assert sorted(feedback["source_id"]) == sorted(f"{pid}:1@0" for pid in gym_prompts["id"])
     assert records.filter(pl.col("kind") == "answer").height == gym_prompts.height
+
+
+# ---------------------------------------------------------------- the rule check as polars expressions
+
+HOSTILE_PIECES = ["Answer : ", "Answer : 41", "Answer :  7", "Answer : 1,200.", "answer : 3", " ", "\n", "\t",
+                  "\x1c", "\x1f", "\x85", "\xa0", "\u2003", "\u3000", "-", "--5", "12", "1,2,3", "3.50", ".5",
+                  "٣", "१२", "𝟑", "x", "=", "####", "#### 72", "Step 1 : 34 + 7 = 41 ;", "", "é", "🙂", ","]
+
+
+def hostile_responses(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice(HOSTILE_PIECES) for _ in range(rng.randint(0, 6))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("family", ["micro", "reference"])
+def test_the_vectorized_rule_check_equals_the_python_rule_on_hostile_text(family):
+    """filter, pairs and SFT check answers with the family's polars expressions; they
+    must read every response exactly as the Python rule does (Rust's regex classes and
+    strip differ from Python's on Unicode digits and spaces: these pieces exercise that)."""
+    responses = hostile_responses(3000, seed=7)
+    answers = [None, "41", "1200", "7", "-5", "3.50", "#### 72", "reasoning #### 1,200", "٣", " 12 ", "0.5"]
+    rng = random.Random(8)
+    prompts = pl.DataFrame({"id": [f"p{i}" for i in range(len(answers))], "task": [family] * len(answers),
+                            "answer": answers}, schema_overrides={"answer": pl.String})
+    ids = [f"p{rng.randrange(len(answers))}" for _ in responses] + ["unknown"]
+    responses.append("Answer : 41")
+    tasks = load_tasks([family])
+    assert tasks.families[family].vectorized is not None
+    got = tasks.rule_check(pl.Series(responses), pl.Series(ids), prompts)
+    by_id = {row["id"]: row for row in prompts.iter_rows(named=True)}
+    want_correct = [None if pid not in by_id else tasks.families[family].verify(r, by_id[pid])
+                    for r, pid in zip(responses, ids, strict=True)]
+    want_answer = [None if pid not in by_id else tasks.families[family].final_answer(r)
+                   for r, pid in zip(responses, ids, strict=True)]
+    mismatches = [(r, a, c, w) for r, a, c, w in zip(responses, [by_id.get(i, {}).get("answer") for i in ids],
+                                                     got["correct"].to_list(), want_correct, strict=True) if c != w]
+    assert not mismatches[:5]
+    assert got["final_answer"].to_list() == want_answer
+    assert sum(c is True for c in want_correct) > 50 and sum(c is False for c in want_correct) > 50
