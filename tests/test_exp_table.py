@@ -136,3 +136,12 @@ def test_a_real_dvc_exp_show(tmp_path, monkeypatch, capsys):
         "| rounds-2 | 2 | 0.9200 | 2,000 |",
         "| rounds-3 | 3 | 0.9300 | 3,000 |",
     ]
+
+
+def test_a_mean_row_averages_each_metrics_column(shown):
+    text = table(shown, params=["train.method"], metrics=["it2.accuracy_direct", "it2.kept"],
+                 patterns=["method-*"], baseline=True, mean=True)
+    # (0.94 + 0.95 + 0.96) / 3 and 990; params columns get no mean
+    assert text.splitlines()[-1] == "| mean of 3 |  | 0.9500 | 990.0000 |"
+    failed = table(shown, metrics=["it2.kept"], patterns=["min-score-*"], mean=True)
+    assert failed.splitlines()[-1] == "| mean of 2 |  |", "a column with a missing value has no mean"

@@ -295,6 +295,7 @@ def _add_exp_table(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--exp", default="", help="experiment name patterns, comma-separated (default: all)")
     parser.add_argument("--baseline", action="store_true", help="add the baseline commit's row")
     parser.add_argument("--sort", help="sort by this column (default: experiment name)")
+    parser.add_argument("--mean", action="store_true", help="add a row with each metrics column's mean")
     parser.add_argument("--json", dest="json_file", help="read this saved `dvc exp show --json` output")
     parser.add_argument("--update", metavar="README", help="write the table into this file's block")
     parser.add_argument("--block", help="the block's name: <!-- NAME: ... --> ... <!-- /NAME -->")
@@ -311,7 +312,8 @@ def _exp_table(args: argparse.Namespace) -> int:
         return [part.strip() for part in text.split(",") if part.strip()]
 
     shown = json.loads(Path(args.json_file).read_text()) if args.json_file else exp_table.exp_show()
-    table = exp_table.table(shown, split(args.params), split(args.metrics), split(args.exp), args.baseline, args.sort)
+    table = exp_table.table(shown, split(args.params), split(args.metrics), split(args.exp), args.baseline, args.sort,
+                                 args.mean)
     if args.update is None:
         print(table)
         return 0
@@ -321,6 +323,7 @@ def _exp_table(args: argparse.Namespace) -> int:
     options = [("--params", args.params), ("--metrics", args.metrics), ("--exp", args.exp), ("--sort", args.sort),
                ("--update", args.update), ("--block", args.block)]
     command = shlex.join(["honing", "exp-table", *(["--baseline"] if args.baseline else []),
+                          *(["--mean"] if args.mean else []),
                           *(part for flag, value in options if value for part in (flag, value))])
     readme.write_text(exp_table.update_block(readme.read_text(), args.block, table, command))
     print(f"{readme}: block {args.block!r} written")

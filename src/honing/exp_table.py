@@ -108,8 +108,10 @@ def _sort_key(value: Any) -> tuple:
 
 
 def table(shown: Sequence[Mapping[str, Any]], params: Sequence[str] = (), metrics: Sequence[str] = (),
-          patterns: Sequence[str] = (), baseline: bool = False, sort: str | None = None) -> str:
-    """The markdown table: one row per chosen experiment, one column per key."""
+          patterns: Sequence[str] = (), baseline: bool = False, sort: str | None = None,
+          mean: bool = False) -> str:
+    """The markdown table: one row per chosen experiment, one column per key; `mean`
+    adds a last row with each numeric metrics column's mean over the rows shown."""
     if not params and not metrics:
         raise HoningError("no columns: give --params and/or --metrics (e.g. --metrics it2.accuracy_direct)")
     rows = [e for e in experiments(shown)
@@ -137,7 +139,18 @@ def table(shown: Sequence[Mapping[str, Any]], params: Sequence[str] = (), metric
     for e in rows:
         name = f"{e.name} (baseline)" if e.baseline else e.name + (" (failed)" if e.state == "failed" else "")
         lines.append("| " + " | ".join([name, *(cell(v) for _, v in values[id(e)])]) + " |")
+    if mean:
+        lines.append("| " + " | ".join([f"mean of {len(rows)}", *(_mean(kind, [values[id(e)][i][1] for e in rows])
+                                                                   for i, (kind, _) in enumerate(columns))]) + " |")
     return "\n".join(lines)
+
+
+def _mean(kind: str, column: list[Any]) -> str:
+    """A metrics column's mean where every value is a number; blank otherwise."""
+    numbers = [v for v in column if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if kind != "metrics" or not numbers or len(numbers) != len(column):
+        return ""
+    return f"{sum(numbers) / len(numbers):.4f}"
 
 
 def exp_show(repo: str | Path = ".") -> list[dict[str, Any]]:
