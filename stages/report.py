@@ -10,7 +10,7 @@ from stages._outputs import write_csv, write_metrics
 from stages._params import load_params, main
 
 PER_CHECKPOINT = ("accuracy_direct", "accuracy_refined", "accuracy_per_round", "fixed", "broken",
-                  "critic_recall_wrong", "critic_false_alarm_rate")
+                  "critic_recall_wrong", "critic_false_alarm_rate", "critic_score_auc")
 
 
 def run(argv: list[str]) -> None:
@@ -27,7 +27,7 @@ def run(argv: list[str]) -> None:
     first, last = evaluations[checkpoints[0]], evaluations[checkpoints[-1]]
     summary = {
         "checkpoints": checkpoints,
-        **{key: {ck: m[key] for ck, m in evaluations.items()} for key in PER_CHECKPOINT},
+        **{key: {ck: m.get(key) for ck, m in evaluations.items()} for key in PER_CHECKPOINT},
         "final_gain_over_base": round(last["accuracy_direct"] - first["accuracy_direct"], 4),
         "final_refinement_gain": last["refinement_gain"],
     }

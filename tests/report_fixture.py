@@ -54,9 +54,10 @@ def evaluation_rows(ck: str) -> pl.DataFrame:
             response = f"Step 1 : {10 + i} + {i} = {value} ;\nAnswer : {value}"
             rows.append({"id": f"{prompt_id(i)}@{rnd}", "prompt_id": prompt_id(i), "round": rnd,
                          "response": response, "verdict": "correct" if right else "incorrect",
-                         "correct": right, "model": f"data/{ck}/model", "iteration": ck})
+                         "score": 9 if right else 3, "correct": right, "model": f"data/{ck}/model", "iteration": ck})
     return pl.DataFrame(rows, schema={"id": pl.String, "prompt_id": pl.String, "round": pl.Int64,
-                                      "response": pl.String, "verdict": pl.String, "correct": pl.Boolean,
+                                      "response": pl.String, "verdict": pl.String, "score": pl.Int64,
+                                      "correct": pl.Boolean,
                                       "model": pl.String, "iteration": pl.String})
 
 

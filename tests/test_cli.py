@@ -125,7 +125,7 @@ def test_results_prints_and_writes_the_table(tmp_path, capsys):
         "broken": {"base": 1}, "critic_recall_wrong": {"base": 0.9}, "critic_false_alarm_rate": {"base": 0.1}}))
     assert main(["results", "--report", str(report)]) == 0
     table = capsys.readouterr().out.strip()
-    assert table.splitlines()[-1] == "| base | 0.500 | 0.750 | 3 / 1 | 0.90 | 0.10 |"
+    assert table.splitlines()[-1] == "| base | 0.500 | 0.750 | 3 / 1 | 0.90 | 0.10 | – |"
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{BEGIN}\nold\n{END}\n")
     assert main(["results", "--report", str(report), "--update", str(readme)]) == 0

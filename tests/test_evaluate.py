@@ -59,6 +59,7 @@ def test_accuracy_per_round_fixed_broken_and_critic_figures():
         "critic_recall_wrong": 0.5,         # of q1, q3, q4, q5 (wrong) it flagged q1, q4
         "critic_false_alarm_rate": 0.5,     # of q0, q2 (right) it flagged q2
         "unparsed_feedback": 1,             # q5
+        "critic_score_auc": 0.8333,         # right q0 (9), q2 (4) over wrong q1 (3), q3 (8), q4 (2): 5 of 6 pairs
     }
 
 
@@ -101,3 +102,19 @@ def test_critic_recall_and_false_alarms_are_counted_on_the_direct_answers(verdic
                           "model": ["m"] * 4, "iteration": ["ck"] * 4})
     metrics = evaluation_metrics(frame, 0)
     assert (metrics["critic_recall_wrong"], metrics["critic_false_alarm_rate"]) == (recall, false_alarm)
+
+
+@pytest.mark.parametrize(("scores", "correct", "expected"), [
+    ([9, 8, 2, 1], [True, True, False, False], 1.0),     # every right answer scored above every wrong one
+    ([1, 2, 8, 9], [True, True, False, False], 0.0),     # the reverse
+    ([5, 5, 5, 5], [True, False, True, False], 0.5),     # one score for all: ties count half
+    ([9, 3, 7, None], [True, False, False, True], 1.0),   # the unscored right answer is left out
+    ([6, 3, 7, 2], [True, False, False, True], 0.25),     # 6 beats 3, not 7; 2 beats neither: 1 of 4
+    ([9, 8, None, None], [True, True, False, False], None),  # no scored wrong answer: undefined
+])
+def test_the_critic_score_auc_separates_right_from_wrong_direct_answers(scores, correct, expected):
+    frame = pl.DataFrame({"id": [f"e{i}@0" for i in range(4)], "prompt_id": [f"e{i}" for i in range(4)],
+                          "round": [0] * 4, "response": ["r"] * 4, "verdict": ["correct"] * 4, "score": scores,
+                          "correct": correct, "model": ["m"] * 4, "iteration": ["ck"] * 4},
+                         schema_overrides={"score": pl.Int64})
+    assert evaluation_metrics(frame, 0)["critic_score_auc"] == expected

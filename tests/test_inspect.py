@@ -88,5 +88,5 @@ def test_unknown_names_and_missing_files_are_one_line_errors(project, capsys):
 def test_the_command_prints_the_report(project, capsys):
     assert main(["inspect", "evaluate@it1", "--root", str(project), "--rows", "1"]) == 0
     out = capsys.readouterr().out
-    assert "36 rows, 8 columns" in out and "schema EvaluationRows: valid" in out
+    assert "36 rows, 9 columns" in out and "schema EvaluationRows: valid" in out
     assert "verdict: correct 31, incorrect 5" in out

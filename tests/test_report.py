@@ -20,6 +20,7 @@ def test_the_summary_is_one_level_deep_with_the_compared_figures(tmp_path):
     inputs = load_inputs(make_project(tmp_path / "p"), CHECKPOINTS)
     summary = run_summary(CHECKPOINTS, inputs.evaluations, inputs.stage_metrics)
     assert summary["it1"] == {"accuracy_direct": 0.8333, "accuracy_refined": 0.8333, "refinement_gain": 0.0,
+                              "critic_recall_wrong": 0.75, "critic_false_alarm_rate": 0.25,
                               "kept": 17, "sft_records": 25, "pairs": 6, "final_loss": 0.6}  # DPO after SFT
     assert summary["base"]["final_loss"] == 0.07 and summary["train_meta"]["final_loss"] == 0.05
     assert "kept" not in summary["base"]

@@ -14,16 +14,17 @@ REPORT = {
     "accuracy_per_round": {"base": [0.305, 0.611, 0.612], "it1": [0.957, 0.981, 0.981]},
     "fixed": {"base": 310, "it1": 30}, "broken": {"base": 4, "it1": 6},
     "critic_recall_wrong": {"base": 0.961, "it1": 0.72}, "critic_false_alarm_rate": {"base": 0.81, "it1": 0.26},
+    "critic_score_auc": {"base": 0.5, "it1": 0.8765},
 }
 
 
 def test_the_table_has_a_row_per_checkpoint_and_a_column_per_round():
     assert results_table(REPORT).splitlines() == [
         "| checkpoint | direct | after round 1 | after round 2 | fixed / broken | critic: wrong answers flagged "
-        "| critic: right answers flagged |",
-        "|---|---|---|---|---|---|---|",
-        "| base | 0.305 | 0.611 | 0.612 | 310 / 4 | 0.96 | 0.81 |",
-        "| it1 | 0.957 | 0.981 | 0.981 | 30 / 6 | 0.72 | 0.26 |",
+        "| critic: right answers flagged | critic: score AUC |",
+        "|---|---|---|---|---|---|---|---|",
+        "| base | 0.305 | 0.611 | 0.612 | 310 / 4 | 0.96 | 0.81 | 0.50 |",
+        "| it1 | 0.957 | 0.981 | 0.981 | 30 / 6 | 0.72 | 0.26 | 0.88 |",
     ]
 
 

@@ -60,7 +60,7 @@ VALID = {
                       "chosen": msg("assistant", "good"), "rejected": msg("assistant", "bad"),
                       "chosen_score": 9.0, "rejected_score": 2.0, "margin": 7.0, "iteration": "it1"},
     EvaluationRows: {"id": "e1", "prompt_id": "p1", "round": 0, "response": "r", "verdict": "correct",
-                     "correct": True, "model": "it1", "iteration": "it1"},
+                     "score": 9, "correct": True, "model": "it1", "iteration": "it1"},
     Judgements: {"id": "p1@0", "prompt_id": "p1", "round": 0, "answer": "a", "reference": "b",
                  "answer_first": "answer", "reference_first": "answer", "outcome": "win", "tie_cause": None,
                  "parse_error": None, "judge": "gpt", "iteration": "it1"},

@@ -21,15 +21,20 @@ def results_table(report: Mapping[str, Any]) -> str:
     checkpoints = report["checkpoints"]
     rounds = max(len(report["accuracy_per_round"][ck]) for ck in checkpoints) - 1
     head = ["checkpoint", "direct", *(f"after round {r}" for r in range(1, rounds + 1)),
-            "fixed / broken", "critic: wrong answers flagged", "critic: right answers flagged"]
+            "fixed / broken", "critic: wrong answers flagged", "critic: right answers flagged", "critic: score AUC"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for ck in checkpoints:
         per_round = report["accuracy_per_round"][ck]
         cells = [ck, *(f"{a:.3f}" for a in per_round),
                  f"{report['fixed'][ck]} / {report['broken'][ck]}",
-                 f"{report['critic_recall_wrong'][ck]:.2f}", f"{report['critic_false_alarm_rate'][ck]:.2f}"]
+                 f"{report['critic_recall_wrong'][ck]:.2f}", f"{report['critic_false_alarm_rate'][ck]:.2f}",
+                 _two(report.get("critic_score_auc", {}).get(ck))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _two(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
 
 
 def block_markers(block: str, command: str) -> tuple[str, str]:

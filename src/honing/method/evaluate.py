@@ -19,6 +19,7 @@ from honing.method.critique import Critic, feedback_frame
 from honing.method.generate import answer_requests, select_prompts
 from honing.method.prompts import PromptSet
 from honing.method.refine import RefineConfig, Splice, refine_rounds
+from honing.method.signals import auc
 
 if TYPE_CHECKING:
     from honing.tasks.base import Tasks
@@ -61,10 +62,11 @@ def evaluate(prompts: pl.DataFrame, policy: Role, critic: Critic, templates: Pro
         for pid in prompts["id"].to_list():
             r = latest[pid]
             rows.append({"id": f"{pid}@{rnd}", "prompt_id": pid, "round": rnd, "response": r["response"],
-                         "verdict": r["verdict"], "correct": bool(tasks.verify(r["response"], by_id[pid])),
+                         "verdict": r["verdict"], "score": r.get("score"), "correct": bool(tasks.verify(r["response"], by_id[pid])),
                          "model": policy.model_id, "iteration": name})
     frame = pl.DataFrame(rows, schema={"id": pl.String, "prompt_id": pl.String, "round": pl.Int64,
-                                       "response": pl.String, "verdict": pl.String, "correct": pl.Boolean,
+                                       "response": pl.String, "verdict": pl.String, "score": pl.Int64,
+                                       "correct": pl.Boolean,
                                        "model": pl.String, "iteration": pl.String})
     return frame, evaluation_metrics(frame, rounds)
 
@@ -89,4 +91,16 @@ def evaluation_metrics(frame: pl.DataFrame, rounds: int) -> dict:
         "critic_recall_wrong": round(float((flagged & wrong).sum() / max(int(wrong.sum()), 1)), 4),
         "critic_false_alarm_rate": round(float((flagged & ~wrong).sum() / max(int((~wrong).sum()), 1)), 4),
         "unparsed_feedback": int((first["verdict"] == "unparsed").sum()),
+        # how well its 1-10 score separates right from wrong direct answers (0.5: not at all)
+        "critic_score_auc": score_auc(first),
     }
+
+
+def score_auc(first: pl.DataFrame) -> float | None:
+    """The AUC of the self-critic's score on the direct answers, right answers as the
+    positives; None without a score column, scores, or both kinds of answer."""
+    if "score" not in first.columns:
+        return None
+    scored = first.filter(pl.col("score").is_not_null())
+    value = auc(scored["score"].cast(pl.Float64).to_list(), scored["correct"].to_list())
+    return None if value is None else round(value, 4)

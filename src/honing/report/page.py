@@ -68,13 +68,13 @@ def _check(passed: bool | None) -> str:
 def numbers_section(inputs: ReportInputs, summary: dict[str, Any]) -> str:
     rounds = max(len(e["accuracy_per_round"]) for e in inputs.evaluations.values()) - 1
     head = ["checkpoint", "direct", *(f"after round {r}" for r in range(1, rounds + 1)), "fixed / broken",
-            "critic: wrong flagged", "critic: right flagged", "kept", "SFT records", "pairs", "final loss"]
+            "critic: wrong flagged", "critic: right flagged", "critic: score AUC", "kept", "SFT records", "pairs", "final loss"]
     rows = []
     for ck in inputs.checkpoints:
         e, s = inputs.evaluations[ck], summary[ck]
         rows.append([escape(ck), *(_num(a) for a in e["accuracy_per_round"]),
                      f"{e['fixed']} / {e['broken']}", _num(e["critic_recall_wrong"], 2),
-                     _num(e["critic_false_alarm_rate"], 2), _num(s.get("kept")), _num(s.get("sft_records")),
+                     _num(e["critic_false_alarm_rate"], 2), _num(e.get("critic_score_auc"), 2), _num(s.get("kept")), _num(s.get("sft_records")),
                      _num(s.get("pairs")), _num(s.get("final_loss"), 4)])
     cost = f"${summary['cost_usd']:.4f}"
     return "\n".join([
@@ -102,7 +102,9 @@ def charts_section(inputs: ReportInputs) -> str:
     gain = bar_chart("gain", "Gain of each refinement round", cks, gains, "accuracy gained")
     critic = bar_chart("critic", "Self-critic on its direct answers", cks,
                        {"wrong answers flagged (recall)": [ev[c]["critic_recall_wrong"] for c in cks],
-                        "right answers flagged (false alarm)": [ev[c]["critic_false_alarm_rate"] for c in cks]},
+                        "right answers flagged (false alarm)": [ev[c]["critic_false_alarm_rate"] for c in cks],
+                        # 0.5: its score does not separate right from wrong answers; absent: no scores
+                        "score AUC (right vs wrong)": [ev[c].get("critic_score_auc") or 0.0 for c in cks]},
                        "share of answers", (0.0, 1.0))
     return "\n".join(["<h2>Accuracy and refinement</h2>", '<div class="charts">', accuracy, per_round, gain,
                       "</div>", "<h2>Critic</h2>", '<div class="charts">', critic, "</div>"])

@@ -36,6 +36,8 @@ def run_summary(checkpoints: list[str], evaluations: Mapping[str, Mapping[str, A
     for ck in checkpoints:
         ev = evaluations[ck]
         entry: dict[str, Any] = {key: ev[key] for key in ("accuracy_direct", "accuracy_refined", "refinement_gain")}
+        entry.update({key: ev[key] for key in ("critic_recall_wrong", "critic_false_alarm_rate", "critic_score_auc")
+                      if ev.get(key) is not None})
         for key, stage, field in (("kept", "filter", "kept"), ("sft_records", "build_sft", "records"),
                                   ("pairs", "build_pairs", "pairs")):
             if field in stage_metrics.get(f"{ck}/{stage}", {}):
