@@ -1,4 +1,4 @@
-"""Backends: one interface (`Backend.generate`) with transformers, vllm and openai kinds.
+"""Backends: one interface (`Backend.generate`) with transformers, vllm, openai and ray kinds.
 
 `make_backend(spec, model)` builds one from a role's block in params.yaml, e.g.
 ``{"backend": "openai", "model": "gpt-4o-mini", "base_url": ..., "max_concurrency": 64}``.
@@ -7,7 +7,8 @@ Imports are lazy so that a stage using only one backend never imports the others
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from honing.calls.backends.base import (
     Backend,
@@ -35,6 +36,11 @@ def make_backend(spec: Mapping[str, Any], model: str | None = None) -> Backend:
     """Build the backend a role's params block names. `model` overrides `spec["model"]`
     (stages pass the current iteration's checkpoint this way)."""
     kind = spec.get("backend", "transformers")
+    if kind == "ray":
+        from honing.calls.backends.ray_backend import engine_for
+
+        if engine_for(spec) == "http":  # an endpoint serves the model params name, as with `openai`
+            model = spec.get("model") or model
     model = model or spec.get("model")
     if not model:
         raise BackendError(f"backend {kind!r}: no model given (set `model:` in params.yaml)")
@@ -51,4 +57,8 @@ def make_backend(spec: Mapping[str, Any], model: str | None = None) -> Backend:
         from honing.calls.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(model, **options)
-    raise BackendError(f"unknown backend {kind!r}: expected transformers, vllm or openai")
+    if kind == "ray":
+        from honing.calls.backends.ray_backend import RayBackend
+
+        return RayBackend(model, **options)
+    raise BackendError(f"unknown backend {kind!r}: expected transformers, vllm, openai or ray")
