@@ -115,3 +115,36 @@ class BackendError(HoningError, RuntimeError):
 
     Its message is one line meant for the user; stages print it without a traceback.
     """
+
+
+def chat_prompt_ids(tokenizer: Any, requests: Sequence[ChatRequest], max_model_len: int | None,
+                    start: int = 0) -> list[list[int]]:
+    """Token ids of each request's chat prompt, as vLLM takes them (`start` is the
+    first request's index, for messages).
+
+    Rendered one by one (continue_final_message may differ), tokenized in one call
+    without special tokens, as `apply_chat_template(tokenize=True)` and `llm.chat` do:
+    the template already wrote any BOS. A prompt that fills the context is an error."""
+    texts = [render_chat(tokenizer, start + k, r) for k, r in enumerate(requests)]
+    prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    for k, ids in enumerate(prompts):
+        if max_model_len is not None and len(ids) >= max_model_len:
+            raise BackendError(
+                f"request {start + k}: the prompt is {len(ids)} tokens; the model's context "
+                f"(max_model_len) is {max_model_len}, which leaves no room to generate"
+            )
+    return [list(ids) for ids in prompts]
+
+
+def render_chat(tokenizer: Any, index: int, request: ChatRequest) -> str:
+    """The request's messages through the tokenizer's chat template, as text."""
+    messages = [dict(m) for m in request.messages]
+    if request.continue_final_message and (not messages or messages[-1].get("role") != "assistant"):
+        raise BackendError(
+            f"request {index}: continue_final_message needs the last message to be an assistant "
+            f"prefix; found role {messages[-1].get('role') if messages else None!r}"
+        )
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=not request.continue_final_message,
+        continue_final_message=request.continue_final_message,
+    )

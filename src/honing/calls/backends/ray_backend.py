@@ -53,6 +53,7 @@ from honing.calls.backends.base import (
     Completion,
     ResultCallback,
     SamplingParams,
+    chat_prompt_ids,
 )
 from honing.errors import HoningError
 
@@ -331,27 +332,7 @@ class _VLLMEngine:
     # -- as the vllm backend does it --------------------------------------------------------
 
     def _prompt_ids(self, requests: Sequence[ChatRequest]) -> list[list[int]]:
-        texts = [self._render(k, r) for k, r in enumerate(requests)]
-        prompts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for k, ids in enumerate(prompts):
-            if self.max_model_len is not None and len(ids) >= self.max_model_len:
-                raise BackendError(
-                    f"request {k}: the prompt is {len(ids)} tokens; the model's context "
-                    f"(max_model_len) is {self.max_model_len}, which leaves no room to generate"
-                )
-        return [list(ids) for ids in prompts]
-
-    def _render(self, index: int, request: ChatRequest) -> str:
-        messages = [dict(m) for m in request.messages]
-        if request.continue_final_message and (not messages or messages[-1].get("role") != "assistant"):
-            raise BackendError(
-                f"request {index}: continue_final_message needs the last message to be an assistant "
-                f"prefix; found role {messages[-1].get('role') if messages else None!r}"
-            )
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=not request.continue_final_message,
-            continue_final_message=request.continue_final_message,
-        )
+        return chat_prompt_ids(self.tokenizer, requests, self.max_model_len)
 
     @staticmethod
     def _sampling_params(p: SamplingParams, sample: int, seeded: bool) -> dict[str, Any]:

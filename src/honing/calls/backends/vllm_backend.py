@@ -23,6 +23,7 @@ from honing.calls.backends.base import (
     Completion,
     ResultCallback,
     SamplingParams,
+    chat_prompt_ids,
 )
 from honing.calls.backends.transformers_backend import model_identity
 
@@ -137,35 +138,7 @@ class VLLMBackend:
     # -- steps ------------------------------------------------------------------------
 
     def _prompt_ids(self, start: int, requests: Sequence[ChatRequest]) -> list[list[int]]:
-        """Token ids of each request's chat prompt (`start` is the first one's index).
-
-        Rendered one by one (continue_final_message may differ), tokenized in one call
-        without special tokens, as `apply_chat_template(tokenize=True)` and `llm.chat`
-        do: the template already wrote any BOS.
-        """
-        texts = [self._render(start + k, r) for k, r in enumerate(requests)]
-        prompts = self._tokenizer(texts, add_special_tokens=False)["input_ids"]
-        for k, ids in enumerate(prompts):
-            if len(ids) >= self._max_model_len:
-                raise BackendError(
-                    f"request {start + k}: the prompt is {len(ids)} tokens; the model's context "
-                    f"(max_model_len) is {self._max_model_len}, which leaves no room to generate"
-                )
-        return prompts
-
-    def _render(self, index: int, request: ChatRequest) -> str:
-        messages = [dict(m) for m in request.messages]
-        if request.continue_final_message and (not messages or messages[-1].get("role") != "assistant"):
-            raise BackendError(
-                f"request {index}: continue_final_message needs the last message to be an assistant "
-                f"prefix; found role {messages[-1].get('role') if messages else None!r}"
-            )
-        return self._tokenizer.apply_chat_template(
-            messages,
-            tokenize=False,
-            add_generation_prompt=not request.continue_final_message,
-            continue_final_message=request.continue_final_message,
-        )
+        return chat_prompt_ids(self._tokenizer, requests, self._max_model_len, start)
 
     def _sampling_params(self, params: SamplingParams) -> Any:
         import vllm
