@@ -93,7 +93,7 @@ def test_chromium_renders_every_chart_with_its_marks(page, tmp_path):
         assert int(attrs["data-marks-drawn"]) > 0, f"chart {name}: no mark has a size"
     # grouped bars: one per checkpoint and series
     assert int(dom.charts["accuracy"]["data-marks-drawn"]) == 2 * len(CHECKPOINTS)
-    assert int(dom.charts["critic"]["data-marks-drawn"]) == 2 * len(CHECKPOINTS)
+    assert int(dom.charts["critic"]["data-marks-drawn"]) == 3 * len(CHECKPOINTS)  # recall, false alarm, AUC
     # one line (and its points) per checkpoint, rounds 0..2
     assert int(dom.charts["rounds"]["data-marks-drawn"]) == len(CHECKPOINTS) * (1 + 3)
 
