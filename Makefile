@@ -40,11 +40,11 @@ COMPARED := it1.accuracy_direct,it2.accuracy_direct,it2.accuracy_refined,it2.ref
 recipes: recipe-method recipe-rounds recipe-filter
 
 recipe-method: setup
-	for e in method-sft method-dpo method-sft-dpo; do $(DVC) exp remove -q $$e 2>/dev/null || true; done
-	$(DVC) exp run --temp -n method-sft -S train.method=sft
+	for e in method-dpo method-sft-dpo; do $(DVC) exp remove -q $$e 2>/dev/null || true; done
 	$(DVC) exp run --temp -n method-dpo -S train.method=dpo
 	$(DVC) exp run --temp -n method-sft-dpo -S train.method=sft+dpo
-	$(BIN)/honing exp-table --exp 'method-*' --params train.method --metrics $(COMPARED),it2.final_loss \
+	$(BIN)/honing exp-table --exp 'method-*' --baseline --params train.method \
+	  --metrics it1.accuracy_direct,it1.accuracy_refined,it2.accuracy_direct,it2.accuracy_refined,it2.refinement_gain,it2.critic_recall_wrong,it2.critic_false_alarm_rate,it1.pairs,it2.final_loss \
 	  --update README.md --block recipe-method
 
 recipe-rounds: setup
