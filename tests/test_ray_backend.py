@@ -325,7 +325,7 @@ def test_generate_stage_on_ray_vllm_matches_the_vllm_backend_and_survives_a_kill
     def into_the_sampled_answers():  # the greedy call is done: kill the second call's engine
         return cache_path.exists() and cache.stats()["rows"] >= VLLM_PROMPTS + 2 * BATCH
 
-    kill_a_worker_when(process, "vLLMEngineStageUDF", into_the_sampled_answers, log, timeout=300)
+    kill_a_worker_when(process, "vLLMEngineStageUDF", into_the_sampled_answers, log, timeout=900)
     rows_at_kill = cache.stats()["rows"]
     finish(process, log, timeout=400)
     # Ray restarted the engine and retried its batches; each answer was stored once.
