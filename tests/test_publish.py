@@ -207,7 +207,8 @@ def meta_corpus() -> pl.DataFrame:
 def evaluation(ck: str) -> pl.DataFrame:
     return pl.DataFrame({"id": [f"{ck}-e{i}" for i in range(3)], "prompt_id": ["q0", "q1", "q2"], "round": [0, 0, 1],
                          "response": ["1", "2", "3"], "verdict": ["correct", "incorrect", "correct"],
-                         "correct": [True, False, True], "model": [CHECKPOINTS[ck]] * 3, "iteration": [ck] * 3})
+                         "correct": [True, False, True], "score": [8, 3, None], "model": [CHECKPOINTS[ck]] * 3,
+                         "iteration": [ck] * 3})
 
 
 def calls(requests: int, prompt: int, completion: int, cost: float = 0.0) -> dict:
