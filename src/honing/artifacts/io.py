@@ -119,18 +119,29 @@ def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = No
     model = _model(schema)
     columns = list(model.columns) if columns is None else list(columns)
     rules, unique = _batch_rules(model, columns)
-    query = pl.scan_parquet(path)
-    query = (query if where is None else query.filter(where)).select(columns)
     with _Distinct(unique) as distinct:
         empty = True
-        for batch in query.collect_batches(chunk_size=BATCH_ROWS):
+        for batch in _slices(path, columns, where):
             batch = _validate_batch(batch, rules, path, id_column)
             distinct.add(batch)
             empty = False
             yield batch
         if empty:  # callers learn the columns from the first frame
             yield _validate_batch(pl.DataFrame(schema={c: file_schema[c] for c in columns}), rules, path, None)
-        distinct.check(path, schema, lambda: query.collect_batches(chunk_size=BATCH_ROWS), id_column)
+        distinct.check(path, schema, lambda: _slices(path, columns, where), id_column)
+
+
+def _slices(path: Path, columns: list[str], where: pl.Expr | None) -> Iterator[pl.DataFrame]:
+    """The file's rows BATCH_ROWS at a time (`where` applied within each slice; slices
+    it leaves empty are skipped). A slice is read when the caller asks for it: polars'
+    `collect_batches` runs ahead of a slow consumer, and the batches it holds grew
+    peak memory with the file (measured: 0.5 M -> 2 M rows, 406 -> 646 MB)."""
+    total = pl.scan_parquet(path).select(pl.len()).collect().item()
+    for offset in range(0, total, BATCH_ROWS):
+        query = pl.scan_parquet(path).slice(offset, BATCH_ROWS)
+        batch = (query if where is None else query.filter(where)).select(columns).collect()
+        if batch.height:
+            yield batch
 
 
 def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
@@ -149,11 +160,13 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
         return write_artifact(empty if first is None else first, path, schema, id_column=id_column).height
     rules, unique = _batch_rules(model, list(model.columns))
     first = _validate_batch(first, rules, path, id_column).select(list(model.columns))
-    rows = 0
+    rows, frame_schema = 0, first.schema
+    head = [first, second]  # handed over, not held: each block is freed once written
+    del first, second
     with _Distinct(unique) as distinct, _atomic(path) as tmp:
         def row_groups(*_) -> Iterator[pl.DataFrame]:
             nonlocal rows
-            for k, block in enumerate(_chain(first, second, blocks)):
+            for k, block in enumerate(_chain(head, blocks)):
                 valid = block if k == 0 else _validate_batch(block, rules, path, id_column)
                 valid = valid.select(list(model.columns)).rechunk()  # one chunk per row group, as write_artifact
                 distinct.add(valid)
@@ -161,16 +174,16 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
                 for offset in range(0, valid.height, ROW_GROUP_SIZE):
                     yield valid.slice(offset, ROW_GROUP_SIZE)
 
-        register_io_source(row_groups, schema=first.schema).sink_parquet(
+        register_io_source(row_groups, schema=frame_schema).sink_parquet(
             tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, statistics=True,
             row_group_size=ROW_GROUP_SIZE)
         distinct.check(path, schema, lambda: pl.scan_parquet(tmp).collect_batches(chunk_size=BATCH_ROWS), id_column)
     return rows
 
 
-def _chain(first: pl.DataFrame, second: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    yield first
-    yield second
+def _chain(head: list[pl.DataFrame], rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
+    while head:
+        yield head.pop(0)
     yield from rest
 
 
@@ -188,7 +201,10 @@ def _blocks(batches: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame
             frame = pl.concat(held, how="vertical")
             yield frame.slice(0, size)
             yielded = True
-            held, count = [frame.slice(size)], count - size
+            count -= size
+            # The rest as a frame of its own: a slice would keep the whole of `frame`
+            # (an empty one included) alive, and each next frame would chain to it.
+            held = [frame.slice(size).rechunk()] if count else []
     if held and (count or not yielded):
         yield pl.concat(held, how="vertical")
 
@@ -261,7 +277,8 @@ class _Distinct:
         wanted = pl.Series(sorted(repeated), dtype=pl.UInt64)
         for batch in reread():
             suspects = batch.with_row_index("_row", offset).filter(pl.col(name).hash(seed=0).is_in(wanted.implode()))
-            for row, value, row_id in suspects.select("_row", name, id_column or name).iter_rows():
+            ids = pl.col(id_column or name).alias("_id")  # the id column may be the repeated one
+            for row, value, row_id in suspects.select("_row", name, ids).iter_rows():
                 rows.setdefault(value, []).append((row, row_id))
             offset += batch.height
         failures = []
