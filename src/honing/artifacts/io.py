@@ -177,7 +177,7 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
         register_io_source(row_groups, schema=frame_schema).sink_parquet(
             tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, statistics=True,
             row_group_size=ROW_GROUP_SIZE)
-        distinct.check(path, schema, lambda: pl.scan_parquet(tmp).collect_batches(chunk_size=BATCH_ROWS), id_column)
+        distinct.check(path, schema, lambda: _slices(tmp, list(model.columns), None), id_column)
     return rows
 
 
@@ -201,10 +201,7 @@ def _blocks(batches: Iterable[pl.DataFrame], size: int) -> Iterator[pl.DataFrame
             frame = pl.concat(held, how="vertical")
             yield frame.slice(0, size)
             yielded = True
-            count -= size
-            # The rest as a frame of its own: a slice would keep the whole of `frame`
-            # (an empty one included) alive, and each next frame would chain to it.
-            held = [frame.slice(size).rechunk()] if count else []
+            held, count = [frame.slice(size)], count - size
     if held and (count or not yielded):
         yield pl.concat(held, how="vertical")
 
