@@ -63,10 +63,14 @@ PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u20
 
 class VectorizedRule(NamedTuple):
     """A family's rule check as polars expressions, equal to its Python `final_answer`
-    and `verify` on every input (tests hold them to it)."""
+    and `verify` on every input (tests hold them to it). The check is split in two so
+    that the answer is read once per response (reading is the costly part)."""
 
     final_answer: Callable[[pl.Expr], pl.Expr]  # response -> the final answer read (String, null: none)
-    verify: Callable[[pl.Expr, pl.Expr], pl.Expr]  # (response, the prompt's answer) -> Boolean, null: no answer
+    matches: Callable[[pl.Expr, pl.Expr], pl.Expr]  # (final answer, the prompt's answer) -> Boolean, null: no answer
+
+    def verify(self, response: pl.Expr, answer: pl.Expr) -> pl.Expr:
+        return self.matches(self.final_answer(response), answer)
 
 
 @dataclass(frozen=True)
@@ -122,7 +126,9 @@ class Tasks:
         with a `vectorized` rule are checked as polars expressions, the others row by
         row (one call per distinct prompt and response)."""
         rows = aligned(prompt_ids, prompts)
-        family = rows.get_column("task").cast(pl.String).str.extract(r"^([^:]*)", 1).alias("family")
+        task = rows.get_column("task").cast(pl.String)
+        named = task.unique().drop_nulls()  # a few task names: read each name's family once, not each row's
+        family = task.replace_strict(named, named.str.extract(r"^([^:]*)", 1), default=None).alias("family")
         names = family.drop_nulls().unique().sort().to_list()
         for name in names:
             if name not in self.families:  # the error Tasks.family gives, for the first such row
@@ -130,15 +136,15 @@ class Tasks:
         answer = (rows.get_column("answer").cast(pl.String) if "answer" in rows.columns
                   else pl.Series([None] * rows.height, dtype=pl.String))
         frame = pl.DataFrame([responses.alias("response"), family, answer.alias("answer")])
-        correct, read = pl.lit(None, pl.Boolean), pl.lit(None, pl.String)
-        for name in names:
-            rule = self.families[name].vectorized
-            if rule is not None:
-                here = pl.col("family") == name
-                correct = pl.when(here).then(rule.verify(pl.col("response"), pl.col("answer"))).otherwise(correct)
-                read = pl.when(here).then(rule.final_answer(pl.col("response"))).otherwise(read)
-        out = frame.with_columns(correct.alias("correct"), read.alias("final_answer")).select("correct",
-                                                                                              "final_answer")
+        vectorized = [(pl.col("family") == name, self.families[name].vectorized) for name in names
+                      if self.families[name].vectorized is not None]
+        read, correct = pl.lit(None, pl.String), pl.lit(None, pl.Boolean)
+        for here, rule in vectorized:
+            read = pl.when(here).then(rule.final_answer(pl.col("response"))).otherwise(read)
+        frame = frame.with_columns(read.alias("final_answer"))
+        for here, rule in vectorized:
+            correct = pl.when(here).then(rule.matches(pl.col("final_answer"), pl.col("answer"))).otherwise(correct)
+        out = frame.select(correct.alias("correct"), "final_answer")
         for name in names:
             if self.families[name].vectorized is None:
                 out = self._python_rule(out, responses, rows, family == name, self.families[name])
