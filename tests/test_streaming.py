@@ -101,7 +101,11 @@ def test_read_batches_gives_every_row_a_batch_at_a_time(tmp_path, batches):
     assert [b.height for b in nothing] == [0] and nothing[0].columns == ["id"]  # the columns, still
 
 
-def test_a_repeated_id_in_a_later_batch_is_an_error_naming_both_rows_and_writes_nothing(tmp_path, batches):
+@pytest.mark.parametrize("spill", [None, 40], ids=["one-run", "hashes-spilled-in-runs-of-40"])
+def test_a_repeated_id_in_a_later_batch_is_an_error_naming_both_rows_and_writes_nothing(tmp_path, batches, spill,
+                                                                                       monkeypatch):
+    if spill:  # the id check's hashes go to disk in several sorted runs, the repeat in another run
+        monkeypatch.setattr(io._Distinct, "SPILL", spill)
     pool = prompts(300)
     repeated = pool.with_columns(pl.when(pl.int_range(pl.len()) == 250).then(pl.lit("p0003"))
                                  .otherwise(pl.col("id")).alias("id"))

@@ -223,15 +223,21 @@ def _validate_batch(batch: pl.DataFrame, rules, path: Path, id_column: str | Non
 
 class _Distinct:
     """Whether columns hold distinct values over a stream, in bounded memory: each
-    value's 64-bit hash goes to one of 64 spill files by its top bits, each file is
-    sorted on its own at the end, and the rows behind a repeated hash are then
-    compared for real (a second read of the column)."""
+    value's 64-bit hash is held until SPILL hashes wait, then they are sorted and
+    spilled to 64 files by their top bits; each file is sorted on its own at the end,
+    and the rows behind a repeated hash are then compared for real (a second read of
+    the column). Spilling in large sorted runs, not per batch, keeps the file
+    writes few."""
 
     BUCKETS = 64
+    SPILL = 1 << 20  # hashes held before a spill (8 MiB a column)
 
     def __init__(self, columns: list[str]):
         self.columns = columns
         self.folder: tempfile.TemporaryDirectory | None = None
+        self.waiting: list[list[np.ndarray]] = [[] for _ in columns]
+        self.held = [0 for _ in columns]
+        self.spills = [0 for _ in columns]  # sorted runs in each file
 
     def __enter__(self) -> _Distinct:
         if self.columns:
@@ -247,22 +253,33 @@ class _Distinct:
 
     def add(self, frame: pl.DataFrame) -> None:
         for c, name in enumerate(self.columns):
-            hashes = frame.get_column(name).hash(seed=0).to_numpy()
-            buckets = hashes >> np.uint64(64 - 6)
-            order = np.argsort(buckets, kind="stable")
-            hashes, bounds = hashes[order], np.searchsorted(buckets[order], np.arange(self.BUCKETS + 1))
-            for b in range(self.BUCKETS):
-                if bounds[b] < bounds[b + 1]:
-                    with open(self._file(c, b), "ab") as f:
-                        hashes[bounds[b]:bounds[b + 1]].tofile(f)
+            self.waiting[c].append(frame.get_column(name).hash(seed=0).to_numpy())
+            self.held[c] += frame.height
+            if self.held[c] >= self.SPILL:
+                self._spill(c)
+
+    def _spill(self, c: int) -> None:
+        if not self.waiting[c]:
+            return
+        hashes = np.sort(np.concatenate(self.waiting[c]))  # sorted: each bucket is one run
+        self.waiting[c], self.held[c] = [], 0
+        self.spills[c] += 1
+        starts = np.arange(self.BUCKETS, dtype=np.uint64) << np.uint64(64 - 6)
+        bounds = [*np.searchsorted(hashes, starts).tolist(), len(hashes)]
+        for b in range(self.BUCKETS):
+            if bounds[b] < bounds[b + 1]:
+                with open(self._file(c, b), "ab") as f:
+                    hashes[bounds[b]:bounds[b + 1]].tofile(f)
 
     def check(self, path: Path, schema, reread: Callable[[], Iterable[pl.DataFrame]], id_column: str | None) -> None:
         """ArtifactError naming the rows of every repeated value, as `validate` does."""
         for c, name in enumerate(self.columns):
+            self._spill(c)
             repeated = set()
             for b in range(self.BUCKETS):
                 if self._file(c, b).exists():
-                    hashes = np.sort(np.fromfile(self._file(c, b), dtype=np.uint64))
+                    hashes = np.fromfile(self._file(c, b), dtype=np.uint64)
+                    hashes = hashes if self.spills[c] == 1 else np.sort(hashes)  # one run is sorted already
                     repeated.update(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
             if repeated:
                 self._report(name, repeated, path, schema, reread, id_column)
