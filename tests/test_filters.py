@@ -181,3 +181,18 @@ def test_the_stage_takes_the_reward_threshold_only_beside_its_model(monkeypatch)
     with pytest.raises(StageError, match=r"`filter.min_reward`: the threshold goes with its model, "
                                          r"`filter.reward_model: \{model: ..., min_reward: ...\}`"):
         stage.run(["it1"])
+
+
+def test_a_dropped_answer_s_reason_quotes_it_as_python_repr_does():
+    """The reason text quotes answers in polars where repr only adds quotes, by Python
+    elsewhere: quotes, backslashes, tabs and non-ASCII must read as repr writes them."""
+    odd = ["it's", 'say "hi"', "x'\"y", "a\\b", "tab\t7", "é", "٣", "\x7f", " 12 ", "~{[]}", ""]
+    frame = finals().head(1)
+    frame = pl.concat([frame.with_columns(id=pl.lit(f"p1:{i}@0"), candidate_id=pl.lit(f"p1:{i}"),
+                                          response=pl.lit(f"Answer : {text}")) for i, text in enumerate(odd)])
+    out = filter_answers(frame, PROMPTS, FilterConfig(), "it1", tasks=TASKS)
+    for row in out.iter_rows(named=True):
+        if row["correct"] is False:
+            read = extract_answer(row["response"])
+            assert row["reason"] == f"incorrect: final answer {read!r} does not match the reference '7'"
+    assert out.get_column("correct").eq(False).sum() >= 8

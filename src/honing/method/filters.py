@@ -196,8 +196,15 @@ def _python(format: Callable[[Any], str], expr: pl.Expr) -> pl.Expr:
     return expr.map_batches(apply, return_dtype=pl.String, is_elementwise=True)
 
 
+_PLAIN = r"^[\x20-\x26\x28-\x5b\x5d-\x7e]*$"  # printable ASCII but ' and \: repr only adds quotes
+
+
 def _repr(expr: pl.Expr) -> pl.Expr:
-    return _python(repr, expr)
+    """repr() of each string: quoted in polars where that is all repr does (most
+    answers), by Python for the rest."""
+    plain = expr.str.contains(_PLAIN)
+    return (pl.when(plain).then(pl.concat_str([pl.lit("'"), expr, pl.lit("'")]))
+            .otherwise(_python(repr, pl.when(plain.not_()).then(expr))))
 
 
 def aligned_answers(prompt_ids: pl.Series, prompts: pl.DataFrame) -> pl.Series:
@@ -234,7 +241,8 @@ class FilterTally:
         self.rows += filtered.height
         kept = filtered.get_column("kept")
         self.kept += int(kept.sum())
-        reasons = filtered.filter(~pl.col("kept")).select(pl.col("reason").str.replace(r":.*", "")).to_series()
+        reasons = filtered.filter(~pl.col("kept")).select(pl.col("reason").str.splitn(":", 2).struct.field("field_0")
+                                                           ).to_series()  # the rule's name
         self.dropped.update(dict(reasons.value_counts().iter_rows()))
         correct = filtered.get_column("correct").drop_nulls()
         self.checked += correct.len()

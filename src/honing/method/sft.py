@@ -160,7 +160,9 @@ def _records(frame: pl.DataFrame, rid: pl.Expr, prompt: str, completion: str, ki
 def answer_records(answers: pl.DataFrame, templates: PromptSet, cfg: BuildSFTConfig, iteration: str) -> pl.DataFrame:
     """Prompt → answer, the first max_answers_per_prompt answers of each prompt (a
     frame of whole prompts, in order)."""
-    answers = answers.filter(pl.int_range(pl.len()).over("prompt_id") < cfg.max_answers_per_prompt)
+    first = (pl.col("prompt_id").is_first_distinct() if cfg.max_answers_per_prompt == 1  # the default; 10x faster
+             else pl.int_range(pl.len()).over("prompt_id") < cfg.max_answers_per_prompt)
+    answers = answers.filter(first)
     candidate = "candidate_id" if "candidate_id" in answers.columns else "id"  # a filtered row's id is its candidate's
     prompt = rendered(templates, "answer", answers, prompt="prompt")
     return _records(answers.with_columns(_prompt=prompt), pl.format("{}/answer", candidate), "_prompt", "response",
