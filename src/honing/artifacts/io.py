@@ -40,7 +40,7 @@ from honing.artifacts.validation import ArtifactError, Failure, _model, _short, 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 ROW_GROUP_SIZE = 65_536
-BATCH_ROWS = 4 * ROW_GROUP_SIZE  # rows a streamed read or write validates (and holds) at a time
+BATCH_ROWS = 4 * ROW_GROUP_SIZE  # rows a streamed read validates (and holds) at a time
 POOL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
@@ -147,12 +147,16 @@ def _slices(path: Path, columns: list[str], where: pl.Expr | None) -> Iterator[p
 def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
                   id_column: str | None = "id") -> int:
     """`write_artifact` for a stream of frames (any sizes; columns as the schema's):
-    validated BATCH_ROWS rows at a time, ids checked for repeats over the whole
-    stream, written one row group at a time, atomically. The bytes are those
-    `write_artifact` writes for all the frames concatenated. Returns the rows written."""
+    re-cut into row groups, each validated and written as it comes, ids checked for
+    repeats over the whole stream, atomically. The bytes are those `write_artifact`
+    writes for all the frames concatenated. Returns the rows written.
+
+    A row group at a time, not a batch of several: the parquet sink pulls a few
+    frames ahead of what it has written, and frames of several row groups held
+    there (about 160 MB each for preference pairs) set the stage's peak memory."""
     path = Path(path)
     model = _model(schema)
-    blocks = _blocks(batches, max(1, BATCH_ROWS // ROW_GROUP_SIZE) * ROW_GROUP_SIZE)  # whole row groups
+    blocks = _blocks(batches, ROW_GROUP_SIZE)
     first = next(blocks, None)
     second = None if first is None else next(blocks, None)
     if second is None:  # fits in one batch: write_artifact itself
@@ -171,8 +175,7 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
                 valid = valid.select(list(model.columns)).rechunk()  # one chunk per row group, as write_artifact
                 distinct.add(valid)
                 rows += valid.height
-                for offset in range(0, valid.height, ROW_GROUP_SIZE):
-                    yield valid.slice(offset, ROW_GROUP_SIZE)
+                yield valid
 
         register_io_source(row_groups, schema=frame_schema).sink_parquet(
             tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, statistics=True,
