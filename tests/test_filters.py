@@ -196,3 +196,14 @@ def test_a_dropped_answer_s_reason_quotes_it_as_python_repr_does():
             read = extract_answer(row["response"])
             assert row["reason"] == f"incorrect: final answer {read!r} does not match the reference '7'"
     assert out.get_column("correct").eq(False).sum() >= 8
+
+
+def test_a_duplicate_is_the_second_passing_copy_not_a_copy_after_a_dropped_one():
+    """The same response to the same prompt: a copy that failed another rule first does
+    not make the first passing copy a duplicate; the next passing copy is one."""
+    frame = pl.concat([finals().head(1).with_columns(id=pl.lit(f"p1:{i}@0"), candidate_id=pl.lit(f"p1:{i}"),
+                                                      score=pl.lit(score)) for i, score in enumerate([2, 9, 9])])
+    out = filter_answers(frame, PROMPTS, FilterConfig(min_score=5), "it1", tasks=TASKS)
+    assert out.get_column("kept").to_list() == [False, True, False]
+    assert out.get_column("reason")[0].startswith("score:")
+    assert out.get_column("reason")[2].startswith("duplicate:")

@@ -134,8 +134,8 @@ def decide(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig, itera
         frame = frame.with_columns(reward=pl.lit(None, pl.Float64))
     reason = _reasons(cfg)
     if cfg.dedupe:  # the same response to the same prompt: kept the first time it passes every other rule
-        passes = reason.is_null()
-        repeat = passes.cast(pl.UInt32).cum_sum().over("prompt_id", "response") > 1
+        passes = reason.is_null()  # only passing rows are compared (the others are one null key)
+        repeat = pl.when(passes).then(pl.struct("prompt_id", "response")).is_first_distinct().not_()
         reason = pl.when(passes & repeat).then(pl.lit("duplicate: the same response to the same prompt is kept once")
                                               ).otherwise(reason)
     frame = frame.with_columns(reason=reason)
@@ -247,12 +247,12 @@ class FilterTally:
         correct = filtered.get_column("correct").drop_nulls()
         self.checked += correct.len()
         self.right += int(correct.sum())
-        per_prompt = filtered.group_by("prompt_id").agg(pl.col("majority").first(), pl.col("agreement").first())
+        first_row = pl.col("prompt_id").is_first_distinct()  # a group_by's first(), several times faster
+        per_prompt = filtered.filter(first_row).select("prompt_id", "majority", "agreement")
         self.prompts += per_prompt.height
         self.with_majority += int(per_prompt.get_column("majority").is_not_null().sum())
         self.agreement.append(math.fsum(per_prompt.get_column("agreement").to_list()))
-        majority_rows = (filtered.filter(pl.col("final_answer") == pl.col("majority"))
-                         .group_by("prompt_id").agg(pl.col("correct").first()))
+        majority_rows = filtered.filter(pl.col("final_answer") == pl.col("majority")).filter(first_row)
         majority_correct = majority_rows.get_column("correct").drop_nulls()
         self.majority_checked += majority_correct.len()
         self.majority_right += int(majority_correct.sum())

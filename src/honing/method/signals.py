@@ -72,16 +72,17 @@ def vote_frame(samples: pl.DataFrame, answer: str = "final_answer") -> pl.DataFr
     """Each prompt's vote over its samples (one row per sample: prompt_id and its final
     answer): prompt_id, majority (null on a tie for first or without answers), agreement
     and samples, one row per prompt (no order)."""
-    counts = samples.filter(pl.col(answer).is_not_null()).group_by("prompt_id", answer).len("votes")
-    top = pl.col("votes").max()
-    best = counts.group_by("prompt_id").agg(top.alias("top"), (pl.col("votes") == top).sum().alias("firsts"),
-                                            pl.col(answer).filter(pl.col("votes") == top).first().alias("majority"))
+    counts = samples.group_by("prompt_id", answer).len("votes")  # null answers count as samples, not votes
+    voted = pl.col(answer).is_not_null()
+    top = pl.col("votes").filter(voted).max()
+    best = counts.group_by("prompt_id").agg(
+        pl.col("votes").sum().alias("samples"), top.alias("top"),
+        ((pl.col("votes") == top) & voted).sum().alias("firsts"),
+        pl.col(answer).filter((pl.col("votes") == top) & voted).first().alias("majority"))
     won = pl.col("firsts") == 1
-    return (samples.group_by("prompt_id").agg(pl.len().alias("samples"))
-            .join(best, on="prompt_id", how="left")
-            .select("prompt_id", pl.when(won).then(pl.col("majority")).alias("majority"),
-                    pl.when(won).then(pl.col("top") / pl.col("samples")).otherwise(0.0).alias("agreement"),
-                    pl.col("samples").cast(pl.Int64)))
+    return best.select("prompt_id", pl.when(won).then(pl.col("majority")).alias("majority"),
+                       pl.when(won).then(pl.col("top") / pl.col("samples")).otherwise(0.0).alias("agreement"),
+                       pl.col("samples").cast(pl.Int64))
 
 
 def final_rounds(refinements: pl.DataFrame) -> pl.DataFrame:
