@@ -85,10 +85,8 @@ def feedback_examples(rows: pl.DataFrame, prompts: pl.DataFrame, cfg: CriticReco
     their prompt rows), one row per FeedbackExample, in row order. The rule check is the
     family's vectorized rule; a family's step checker runs once per distinct answer."""
     read = tasks.rule_check(rows.get_column("response"), rows.get_column("prompt_id"), prompts)
-    family = aligned(rows.get_column("prompt_id"), prompts).get_column("task").cast(pl.String)
     frame = rows.select("id", "prompt", "response", "feedback", "verdict").with_columns(
-        right_answer=read.get_column("correct"),
-        _family=family.str.extract(r"^([^:]*)", 1))
+        right_answer=read.get_column("correct"), _family=read.get_column("family"))
     frame = frame.filter(pl.col("right_answer").is_not_null() & (pl.col("verdict") != "unparsed"))
     checked = [name for name in frame.get_column("_family").unique().sort().to_list()
                if tasks.families[name].check is not None]

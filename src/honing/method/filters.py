@@ -121,7 +121,7 @@ def decide(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig, itera
     """The rules over a frame of final answers that holds whole prompts (in the
     order the duplicate rule reads them)."""
     read = tasks.rule_check(finals.get_column("response"), finals.get_column("prompt_id"), prompts)
-    reference = aligned_answers(finals.get_column("prompt_id"), prompts)
+    reference = read.get_column("answer")  # the prompt's reference, as the check read it
     frame = finals.select(  # a filtered row's id is its candidate's
         pl.col("candidate_id").alias("id"), "prompt_id", "prompt", "response", pl.col("round").alias("rounds"),
         "verdict", pl.col("score").cast(pl.Int64), read.get_column("correct"),
@@ -205,15 +205,6 @@ def _repr(expr: pl.Expr) -> pl.Expr:
     plain = expr.str.contains(_PLAIN)
     return (pl.when(plain).then(pl.concat_str([pl.lit("'"), expr, pl.lit("'")]))
             .otherwise(_python(repr, pl.when(plain.not_()).then(expr))))
-
-
-def aligned_answers(prompt_ids: pl.Series, prompts: pl.DataFrame) -> pl.Series:
-    """Each row's prompt's reference answer (null: none, or an unknown prompt)."""
-    if "answer" not in prompts.columns:
-        return pl.Series([None] * prompt_ids.len(), dtype=pl.String)
-    answers = prompts.select("id", "answer").unique("id", keep="last", maintain_order=True)
-    return (pl.DataFrame([prompt_ids.alias("id")]).join(answers, on="id", how="left", maintain_order="left")
-            .get_column("answer").cast(pl.String))
 
 
 def _rewards(finals: pl.DataFrame, rewards: Mapping[str, float]) -> pl.Series:

@@ -122,7 +122,8 @@ class Tasks:
         """`verify` and `final_answer` over a column: each response against the prompt
         row (of `prompts`, by id) that `prompt_ids` names. Returns `correct` (Boolean)
         and `final_answer` (String, as the family reads it), in row order, null where
-        `verify` and `final_answer` give None (an unknown prompt included). Families
+        `verify` and `final_answer` give None (an unknown prompt included), beside
+        what the check looked up: the prompt's `family` and reference `answer`. Families
         with a `vectorized` rule are checked as polars expressions, the others row by
         row (one call per distinct prompt and response)."""
         rows = aligned(prompt_ids, prompts)
@@ -144,7 +145,7 @@ class Tasks:
         frame = frame.with_columns(read.alias("final_answer"))
         for here, rule in vectorized:
             correct = pl.when(here).then(rule.matches(pl.col("final_answer"), pl.col("answer"))).otherwise(correct)
-        out = frame.select(correct.alias("correct"), "final_answer")
+        out = frame.select(correct.alias("correct"), "final_answer", "family", "answer")
         for name in names:
             if self.families[name].vectorized is None:
                 out = self._python_rule(out, responses, rows, family == name, self.families[name])
