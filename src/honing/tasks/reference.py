@@ -80,7 +80,7 @@ def _patterns() -> tuple[str, str]:
 def final_answer_expr(response: pl.Expr) -> pl.Expr:
     """`extract_answer` as an expression: the "Answer : x" line, else the last number."""
     answer_line, number = _patterns()
-    line = response.str.strip_chars(PY_SPACE).str.extract(answer_line, 1)
+    line = response.str.extract(answer_line, 1)  # its trailing \s*$ reads what strip() would remove
     # every number is listed only where there is no answer line (a null costs nothing):
     # listing them all was most of the check's time
     last = pl.when(line.is_null()).then(response).str.extract_all(number).list.last()
