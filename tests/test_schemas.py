@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from honing.artifacts.io import read_artifact, write_artifact
+from honing.artifacts import validation
 from honing.artifacts.validation import ArtifactError, validate
 from schemas import registry
 from schemas.registry import (
@@ -95,6 +96,18 @@ def test_valid_row_passes_and_round_trips(schema, tmp_path):
     path = tmp_path / "a.parquet"
     write_artifact(df, path, schema, id_column=id_column)
     assert read_artifact(path, schema, id_column=id_column).to_dicts() == df.to_dicts()
+
+
+@pytest.mark.parametrize("schema", list(VALID), ids=lambda s: s.__name__)
+def test_a_valid_frame_takes_the_one_query_check_and_pandera_agrees(schema, monkeypatch):
+    """The one-query check (`_passes`) passes every valid artifact, so pandera's slower
+    per-check run is left for frames with a problem; pandera finds none either. The
+    failing cases below go through both: each must still be reported."""
+    model = validation._model(schema)
+    valid = validate(frame(schema), schema, path=PATH, id_column=ID_COLUMN.get(schema, "id"))
+    assert validation._passes(valid, model)
+    monkeypatch.setattr(validation, "_passes", lambda df, model: False)
+    assert validation._pandera_failures(valid, model) == []
 
 
 @pytest.mark.parametrize("schema", [s for s in VALID if s is not Quarantine], ids=lambda s: s.__name__)

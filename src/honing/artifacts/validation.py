@@ -207,7 +207,8 @@ def _passes(df: pl.DataFrame, model: pa.DataFrameSchema) -> bool:
         return False
     frame, queries = df.lazy(), []
     for name, column in model.columns.items():
-        if column.regex or not column.dtype.check(df.schema[name], PolarsData(frame.select(name), name)):
+        if column.regex or (column.dtype is not None and column.dtype.check(
+                df.schema[name], PolarsData(frame.select(name), name)) is not True):
             return False
         value = pl.col(name)
         if not column.nullable:
