@@ -24,6 +24,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ COMPRESSION_LEVEL = 3
 ROW_GROUP_SIZE = 65_536
 BATCH_ROWS = 4 * ROW_GROUP_SIZE  # rows a streamed read validates (and holds) at a time
 POOL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+T = TypeVar("T")
 
 
 def _columns(schema) -> list[str]:
@@ -120,15 +122,30 @@ def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = No
     columns = list(model.columns) if columns is None else list(columns)
     rules, unique = _batch_rules(model, columns)
     with _Distinct(unique) as distinct:
+        def checked() -> Iterator[pl.DataFrame]:
+            for batch in _slices(path, columns, where):
+                batch = _validate_batch(batch, rules, path, id_column)
+                distinct.add(batch)
+                yield batch
+
         empty = True
-        for batch in _slices(path, columns, where):
-            batch = _validate_batch(batch, rules, path, id_column)
-            distinct.add(batch)
+        for batch in _read_ahead(checked()):
             empty = False
             yield batch
         if empty:  # callers learn the columns from the first frame
             yield _validate_batch(pl.DataFrame(schema={c: file_schema[c] for c in columns}), rules, path, None)
         distinct.check(path, schema, lambda: _slices(path, columns, where), id_column)
+
+
+def _read_ahead(batches: Iterator[T]) -> Iterator[T]:
+    """`batches`, the next one read (and checked) in a worker thread while the caller
+    works on this one: polars releases the GIL, so reading overlaps the stage's own
+    work on a second core. One batch more is held."""
+    with ThreadPoolExecutor(1, thread_name_prefix="honing-read") as worker:
+        coming = worker.submit(next, batches, None)
+        while (batch := coming.result()) is not None:
+            coming = worker.submit(next, batches, None)
+            yield batch
 
 
 def _slices(path: Path, columns: list[str], where: pl.Expr | None) -> Iterator[pl.DataFrame]:
@@ -314,9 +331,6 @@ class _Distinct:
 class Unsorted(Exception):
     """A streamed artifact is not in the order a streaming pass needs (the pass reruns
     on whole frames: `in_memory_if_unsorted`)."""
-
-
-T = TypeVar("T")
 
 
 def in_memory_if_unsorted(run: Callable[[bool], T]) -> T:
