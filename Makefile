@@ -76,7 +76,7 @@ seeds: setup
 	  --update README.md --block seeds
 
 test: setup
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pytest -m "not vllm" -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pytest -m "not vllm" -q --durations=15
 
 test-vllm:
 	bash .ci/vllm-tests
