@@ -41,7 +41,7 @@ from honing.artifacts.validation import ArtifactError, Failure, _model, _short, 
 COMPRESSION = "zstd"
 COMPRESSION_LEVEL = 3
 ROW_GROUP_SIZE = 65_536
-BATCH_ROWS = 4 * ROW_GROUP_SIZE  # rows a streamed read validates (and holds) at a time
+BATCH_ROWS = 2 * ROW_GROUP_SIZE  # rows a streamed read validates (and holds) at a time
 POOL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 T = TypeVar("T")
 
