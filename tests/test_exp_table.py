@@ -86,9 +86,10 @@ def test_the_table_goes_into_its_block_and_nowhere_else(shown, tmp_path, capsys)
     assert main(args) == 0
     once = readme.read_text()
     assert "| method-dpo | dpo | 0.9500 |" in once
-    # the opening marker says how to write the table again
+    # the opening marker says how to write the table again, and from what (here a saved exp show)
     assert (f"<!-- recipe-method: written by `honing exp-table --params train.method --metrics it2.accuracy_direct "
-            f"--exp 'method-*' --update {readme} --block recipe-method` from `dvc exp show --json` -->") in once
+            f"--exp 'method-*' --json {FIXTURE} --update {readme} --block recipe-method` from `{FIXTURE}` "
+            "(saved `dvc exp show --json` output) -->") in once
     assert "| untouched |" in once and once.endswith("<!-- /results -->\n")
     assert main(args) == 0
     assert readme.read_text() == once  # rewriting an unchanged table changes nothing
@@ -145,3 +146,21 @@ def test_a_mean_row_averages_each_metrics_column(shown):
     assert text.splitlines()[-1] == "| mean of 3 |  | 0.9500 | 990.0000 |"
     failed = table(shown, metrics=["it2.kept"], patterns=["min-score-*"], mean=True)
     assert failed.splitlines()[-1] == "| mean of 2 |  |", "a column with a missing value has no mean"
+
+
+def test_readme_tables_from_saved_experiments_are_what_their_command_writes(monkeypatch, capsys):
+    """A README block written from a saved `dvc exp show --json` (the seeds tables)
+    must be what its marker's command prints from that file today."""
+    import re
+    import shlex
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    pattern = r"<!-- ([\w-]+): written by `(honing exp-table [^`]*--json [^`]*)` from [^\n]*-->\n(.*?)\n<!-- /\1 -->"
+    blocks = re.findall(pattern, (root / "README.md").read_text(), re.S)
+    assert {name for name, _, _ in blocks} >= {"seeds", "seeds-critic"}
+    for name, command, body in blocks:
+        args = shlex.split(command)[1:]
+        cut = args.index("--update")
+        assert main(args[:cut] + args[cut + 4:]) == 0  # without --update README.md --block NAME
+        assert capsys.readouterr().out.strip() == body.strip(), f"README block {name!r} differs from {command!r}"

@@ -321,11 +321,12 @@ def _exp_table(args: argparse.Namespace) -> int:
         raise HoningError("--update needs --block NAME (the README's <!-- NAME: ... --> block)")
     readme = Path(args.update)
     options = [("--params", args.params), ("--metrics", args.metrics), ("--exp", args.exp), ("--sort", args.sort),
-               ("--update", args.update), ("--block", args.block)]
+               ("--json", args.json_file), ("--update", args.update), ("--block", args.block)]
     command = shlex.join(["honing", "exp-table", *(["--baseline"] if args.baseline else []),
                           *(["--mean"] if args.mean else []),
                           *(part for flag, value in options if value for part in (flag, value))])
-    readme.write_text(exp_table.update_block(readme.read_text(), args.block, table, command))
+    source = f"`{args.json_file}` (saved `dvc exp show --json` output)" if args.json_file else "`dvc exp show --json`"
+    readme.write_text(exp_table.update_block(readme.read_text(), args.block, table, command, source))
     print(f"{readme}: block {args.block!r} written")
     return 0
 

@@ -168,13 +168,14 @@ def markers(block: str) -> tuple[str, str]:
     return f"<!-- {block}: written by `honing exp-table", f"<!-- /{block} -->"
 
 
-def update_block(text: str, block: str, table_text: str, command: str) -> str:
+def update_block(text: str, block: str, table_text: str, command: str,
+                 source: str = "`dvc exp show --json`") -> str:
     """`text` with the block's table replaced; the opening marker records the command
-    (`honing exp-table ...`) that wrote it."""
+    (`honing exp-table ...`) that wrote it and what it read."""
     begin, end = markers(block)
     start = text.find(begin)
     stop = text.find(end, start + 1) if start >= 0 else -1
     if start < 0 or stop < 0 or "\n" not in text[start:stop]:
         raise HoningError(f"no {block!r} block: expected a line starting {begin!r} and, after it, a line {end!r}")
-    opening = f"<!-- {block}: written by `{command}` from `dvc exp show --json` -->"
+    opening = f"<!-- {block}: written by `{command}` from {source} -->"
     return text[:start] + opening + "\n" + table_text + "\n" + text[stop:]
