@@ -64,7 +64,8 @@ recipe-filter: setup
 
 # The embedded default under three seeds, each from a clean state: every seeded stage
 # (the micro world and split, pretraining, the meta corpus, training) takes the seed, so
-# nothing is reused; seed-0 is the committed baseline. The table goes into the README.
+# nothing is reused; seed-0 is the committed baseline. `dvc exp show --json` is saved in
+# results/seeds/ and the README's two seeds tables are written from it.
 SEEDED := prepare.seed base.seed meta_corpus.seed train_meta.seed train.seed
 empty :=
 comma := ,
@@ -74,11 +75,17 @@ CHECKPOINT_METRICS := base.accuracy_direct base.accuracy_refined train_meta.accu
   train_meta.accuracy_refined it1.accuracy_direct it1.accuracy_refined it2.accuracy_direct it2.accuracy_refined \
   it2.refinement_gain
 CHECKPOINT_ACCURACY := $(subst $(space),$(comma),$(strip $(CHECKPOINT_METRICS)))
+CRITIC_METRICS := $(subst $(space),$(comma),$(strip $(foreach c,train_meta it1 it2,\
+  $(c).critic_recall_wrong $(c).critic_false_alarm_rate) it2.critic_score_auc))
+SEEDS_JSON := results/seeds/exp-show.json
 seeds: setup
 	for n in 0 1 2; do $(DVC) exp remove -q seed-$$n 2>/dev/null || true; done
 	for n in 0 1 2; do $(DVC) exp run --temp -n seed-$$n $(foreach p,$(SEEDED),-S $(p)=$$n) || exit 1; done
-	$(BIN)/honing exp-table --exp 'seed-*' --params prepare.seed --metrics $(CHECKPOINT_ACCURACY) --mean \
-	  --update README.md --block seeds
+	mkdir -p $(dir $(SEEDS_JSON)) && $(DVC) exp show --json > $(SEEDS_JSON)
+	$(BIN)/honing exp-table --json $(SEEDS_JSON) --exp 'seed-*' --params prepare.seed --metrics $(CHECKPOINT_ACCURACY) \
+	  --mean --update README.md --block seeds
+	$(BIN)/honing exp-table --json $(SEEDS_JSON) --exp 'seed-*' --params prepare.seed --metrics $(CRITIC_METRICS) \
+	  --update README.md --block seeds-critic
 
 test: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m pytest -m "not vllm" -q --durations=15
