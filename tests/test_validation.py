@@ -182,3 +182,28 @@ def test_split_valid_of_a_clean_frame_has_an_empty_quarantine_with_its_columns()
     assert quarantine.height == 0
     assert quarantine.columns == ["source_file", "row_id", "column", "reason", "row"]
     validate(quarantine, Quarantine, path="q", id_column="row_id")
+
+
+def test_a_schema_built_before_its_checks_have_polars_functions_still_validates():
+    """A model whose schema was built before pandera registered its polars check functions
+    (a test that validated with pandera first) holds checks without them: validate must
+    then let pandera decide, not raise KeyError."""
+    import subprocess
+    import sys
+
+    script = """
+import polars as pl
+from schemas.pairs import PreferencePairs
+PreferencePairs.to_schema()  # its checks are made now, before the polars functions exist
+from honing.artifacts.validation import ArtifactError, validate
+question, answer = [{"role": "user", "content": "q"}], [{"role": "assistant", "content": "a"}]
+row = {"id": "a>b", "prompt_id": "p", "prompt": question, "chosen": answer, "rejected": answer,
+       "chosen_score": 1.0, "rejected_score": 0.0, "margin": 1.0, "iteration": "it1"}
+print(validate(pl.DataFrame([row]), PreferencePairs, path="pairs.parquet").height)
+try:
+    validate(pl.DataFrame([{**row, "id": ""}]), PreferencePairs, path="pairs.parquet")
+except ArtifactError as e:
+    print("refused", "id" in str(e))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=False)
+    assert done.stdout.split() == ["1", "refused", "True"], done.stderr[-2000:]

@@ -206,22 +206,22 @@ def _passes(df: pl.DataFrame, model: pa.DataFrameSchema) -> bool:
     if model.unique or model.ordered or any(name not in df.columns for name in model.columns):
         return False
     frame, queries = df.lazy(), []
-    for name, column in model.columns.items():
-        if column.regex or (column.dtype is not None and column.dtype.check(
-                df.schema[name], PolarsData(frame.select(name), name)) is not True):
-            return False
-        value = pl.col(name)
-        if not column.nullable:
-            present = value.is_not_null() & (value.is_not_nan() if df.schema[name].is_float() else True)
-            queries.append(frame.select(present.all()))
-        if column.unique:
-            queries.append(frame.select(value.is_duplicated().any().not_()))
-        queries += [_check_passes(check, frame, name) for check in column.checks]
-    queries += [_check_passes(check, frame, "*") for check in model.checks]
     try:
+        for name, column in model.columns.items():
+            if column.regex or (column.dtype is not None and column.dtype.check(
+                    df.schema[name], PolarsData(frame.select(name), name)) is not True):
+                return False
+            value = pl.col(name)
+            if not column.nullable:
+                present = value.is_not_null() & (value.is_not_nan() if df.schema[name].is_float() else True)
+                queries.append(frame.select(present.all()))
+            if column.unique:
+                queries.append(frame.select(value.is_duplicated().any().not_()))
+            queries += [_check_passes(check, frame, name) for check in column.checks]
+        queries += [_check_passes(check, frame, "*") for check in model.checks]
         return all(result.item() is True for result in pl.collect_all(queries))
-    except Exception:  # a check that raises fails in pandera too: let it say how
-        return False
+    except Exception:  # a check that raises fails in pandera too, and a check made before
+        return False  # pandera registered its polars functions has none: let pandera decide
 
 
 def _check_passes(check: pa.Check, frame: pl.LazyFrame, key: str) -> pl.LazyFrame:
