@@ -9,7 +9,15 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from honing.method.critic_data import CriticRecordsConfig, balanced, critic_records
+from honing.method import critic_data
+from honing.method.critic_data import (
+    EXAMPLES,
+    CriticRecordsConfig,
+    FeedbackExample,
+    balanced,
+    critic_records,
+    example_stream,
+)
 from honing.method.prompts import PromptSet
 from honing.micro import oracle, world
 from honing.tasks.families import load_tasks
@@ -96,12 +104,31 @@ def test_balance_keeps_every_rarer_record_and_at_most_balance_times_the_commoner
 
 
 def test_balanced_on_its_own():
-    from honing.method.critic_data import FeedbackExample
-
     examples = [FeedbackExample(f"r{i}", "", "", "", i < 8) for i in range(10)]  # 8 right, 2 wrong
     kept = balanced(examples, 2.0, seed=0)
     assert sum(e.right_answer for e in kept) == 4 and sum(not e.right_answer for e in kept) == 2
     assert balanced(examples, 0.0, seed=0) == examples
+
+
+@pytest.mark.parametrize("bits", [16, 2])  # 2: the bucket at the cut holds hundreds of examples
+def test_the_streamed_balance_chooses_what_balanced_chooses(monkeypatch, bits):
+    monkeypatch.setattr(critic_data, "_BUCKET_BITS", bits)
+    rng = random.Random(5)
+    examples = [FeedbackExample(f"q{i}:{rng.randrange(10**6)}", "", "", "", rng.random() < 0.7) for i in range(3000)]
+    frames = [pl.DataFrame([vars(e) for e in examples[k:k + 500]], schema=EXAMPLES) for k in range(0, 3000, 500)]
+    for balance in (1.0, 0.5, 2.5):
+        streamed = pl.concat(list(critic_data._balanced_stream(iter(frames), CriticRecordsConfig(balance=balance))))
+        assert streamed.get_column("id").to_list() == [e.id for e in balanced(examples, balance, seed=0)]
+
+
+def test_examples_streamed_prompt_by_prompt_are_those_of_one_frame(case):
+    prompts, rows, _ = case
+    cfg = CriticRecordsConfig(source="checker", balance=1.0, noise_critiques=7)
+    whole = pl.concat(list(example_stream([(rows, pl.DataFrame(prompts))], cfg, tasks=TASKS)))
+    chunks = [(rows.filter(pl.col("prompt_id") == p["id"]), pl.DataFrame([p])) for p in prompts]
+    streamed = pl.concat(list(example_stream(chunks, cfg, tasks=TASKS)))
+    assert streamed.equals(whole)
+    assert streamed.get_column("id").str.contains(":noise").sum() == 7
 
 
 def test_noise_critiques_are_checked_balanced_noise_answers(case):

@@ -167,17 +167,18 @@ def example_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Cri
     the examples wait in a spill folder until the count of each kind is known."""
     usable: list[Mapping[str, Any]] = []
     count = 0
+    # `_usable` is a property of the family: its prompts are picked by task name, not row by row
+    noisy = pl.Series([name for name, f in tasks.families.items() if f.check is not None and f.noisy_answer is not None],
+                      dtype=pl.String)
 
     def examples() -> Iterator[pl.DataFrame]:
         nonlocal count
         for round0, prompts in chunks:
-            if cfg.noise_critiques:  # the prompts answered, in order, that noise checks can use
-                for p in aligned(round0.get_column("prompt_id").unique(maintain_order=True), prompts
-                                 ).filter(pl.col("task").is_not_null()).iter_rows(named=True):
-                    if _usable(p, tasks):
-                        count += 1
-                        if len(usable) < cfg.noise_critiques:
-                            usable.append(p)
+            if cfg.noise_critiques and noisy.len():  # the prompts answered, in order, that noise checks can use
+                answered = aligned(round0.get_column("prompt_id").unique(maintain_order=True), prompts)
+                here = answered.filter(pl.col("task").str.extract(r"^([^:]*)", 1).is_in(noisy.implode()))
+                count += here.height
+                usable.extend(here.head(max(cfg.noise_critiques - len(usable), 0)).iter_rows(named=True))
             yield feedback_examples(round0, prompts, cfg, tasks=tasks)
 
     yield from (_balanced_stream(examples(), cfg) if cfg.balance else examples())
@@ -186,25 +187,35 @@ def example_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Cri
         yield pl.DataFrame([vars(e) for e in noise], schema=EXAMPLES)
 
 
-_BUCKET_BITS = 16  # a hash's top bits: the spill counts examples per bucket to find the keep-th smallest
+_BUCKET_BITS = 16  # a rank's top bits: the spill counts examples per bucket to find the keep-th smallest
+
+
+def _ranks64(seed: int, ids: list[str]) -> np.ndarray:
+    """The first 64 bits of each id's `_rank` (the same order, as unsigned integers),
+    for many ids at once: the digests' first 8 bytes read big-endian by numpy, not
+    each hex digest parsed in Python."""
+    prefix, sha256 = f"{seed}:".encode(), hashlib.sha256
+    heads = b"".join([sha256(prefix + i.encode()).digest()[:8] for i in ids])
+    return np.frombuffer(heads, dtype=">u8").astype(np.uint64)
 
 
 def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -> Iterator[pl.DataFrame]:
-    """`balanced` over a stream, in bounded memory: the examples are spilled with their
-    rank's bucket (its first 16 bits) while the buckets are counted per kind; the
-    bucket that holds the keep-th smallest rank of the commoner kind follows from the
-    counts, one look into it finds the rest, and the spill is read back in order."""
+    """`balanced` over a stream, in bounded memory: the examples are spilled (Arrow IPC,
+    uncompressed: read back once, soon) with their rank's bucket (its first 16 bits)
+    while the buckets are counted per kind; the bucket that holds the keep-th smallest
+    rank of the commoner kind follows from the counts, one look into it finds the
+    rest, and the spill is read back in order."""
     counts = {True: np.zeros(1 << _BUCKET_BITS, dtype=np.int64), False: np.zeros(1 << _BUCKET_BITS, dtype=np.int64)}
     with tempfile.TemporaryDirectory(prefix="honing-balance-") as folder:
         files = []
         for k, frame in enumerate(frames):
-            ranks = [int(_rank(cfg.seed, i)[:16], 16) for i in frame.get_column("id").to_list()]
-            frame = frame.with_columns(_bucket=pl.Series([r >> (64 - _BUCKET_BITS) for r in ranks], dtype=pl.Int64))
+            buckets = _ranks64(cfg.seed, frame.get_column("id").to_list()) >> np.uint64(64 - _BUCKET_BITS)
+            frame = frame.with_columns(_bucket=pl.Series(buckets.astype(np.int64)))
+            right = frame.get_column("right_answer").to_numpy()
             for kind in (True, False):
-                buckets = frame.filter(pl.col("right_answer") == kind).get_column("_bucket").to_numpy()
-                counts[kind] += np.bincount(buckets, minlength=1 << _BUCKET_BITS)
-            files.append(Path(folder) / f"{k:08d}.parquet")
-            frame.write_parquet(files[-1], compression="lz4")
+                counts[kind] += np.bincount(buckets[right == kind].astype(np.int64), minlength=1 << _BUCKET_BITS)
+            files.append(Path(folder) / f"{k:08d}.arrow")
+            frame.write_ipc(files[-1], compression="uncompressed")
         rare = int(counts[True].sum()) <= int(counts[False].sum())  # the rarer kind: right answers on a tie
         keep = int(cfg.balance * int(counts[rare].sum()))
         below = np.cumsum(counts[not rare])
@@ -212,12 +223,14 @@ def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -
         wanted = keep - (int(below[cut - 1]) if cut else 0)
         edge: set[str] = set()
         if cut < len(below) and wanted:
-            at_cut = pl.concat([pl.read_parquet(f).filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut))
+            at_cut = pl.concat([pl.read_ipc(f, columns=["id", "right_answer", "_bucket"])
+                                .filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut))
                                 .select("id") for f in files]).get_column("id").to_list()
             edge = set(sorted(at_cut, key=lambda i: _rank(cfg.seed, i))[:wanted])
+        at_edge = pl.Series(sorted(edge), dtype=pl.String).implode()
         for f in files:
-            frame = pl.read_parquet(f)
-            chosen = (pl.col("right_answer") == rare) | (pl.col("_bucket") < cut) | pl.col("id").is_in(pl.Series(sorted(edge), dtype=pl.String).implode())
+            frame = pl.read_ipc(f)
+            chosen = (pl.col("right_answer") == rare) | (pl.col("_bucket") < cut) | pl.col("id").is_in(at_edge)
             yield frame.filter(chosen).drop("_bucket")
 
 
