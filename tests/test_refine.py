@@ -1,6 +1,7 @@
 from dataclasses import replace
 
 import polars as pl
+import pytest
 from scripted import MICRO, SRT, ScriptedCritic, ScriptedPolicy, policy_role, round0, rounds_of, srt
 
 from honing.method.critique import RuleCritic, feedback_frame
@@ -48,6 +49,31 @@ def test_final_answers_take_the_last_round():
     rows = pl.DataFrame({"candidate_id": ["a", "a", "b"], "round": [0, 1, 0], "response": ["x", "y", "z"]})
     out = final_answers(rows).sort("candidate_id")
     assert out["response"].to_list() == ["y", "z"]
+
+
+@pytest.mark.parametrize("case", ["chains in order", "a chain without round 0", "rows shuffled",
+                                  "a round repeated", "candidates out of order"])
+def test_final_rounds_are_the_last_round_of_each_candidate_in_first_round_order(case):
+    import random
+
+    from honing.method.signals import final_rounds
+
+    rng = random.Random(7)
+    rows = [(f"c{c:03d}", r, f"text {c}.{r}") for c in range(60) for r in range(rng.randint(1, 3))]
+    if case == "a chain without round 0":
+        rows = [row for row in rows if not (row[0] in ("c010", "c031") and row[1] == 0)]
+    elif case == "rows shuffled":
+        rng.shuffle(rows)
+    elif case == "a round repeated":
+        rows.insert(5, (rows[4][0], rows[4][1], "again"))
+    elif case == "candidates out of order":
+        rows = rows[40:] + rows[:40]
+    frame = pl.DataFrame(rows, schema=["candidate_id", "round", "response"], orient="row").with_row_index("position")
+    definition = frame.sort("round", maintain_order=True).group_by("candidate_id", maintain_order=True).last()
+    assert final_rounds(frame).equals(definition)
+    first = frame.group_by("candidate_id").agg(first=pl.col("round").min())
+    assert final_rounds(frame, first_round="first").equals(
+        definition.join(first, on="candidate_id", how="left", maintain_order="left"))
 
 
 def test_splice_marks_a_fixed_answer_line_as_complete():

@@ -102,8 +102,8 @@ def filter_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Filt
     # prompt is, so such rows wait for the end.
     late, offset = [], 0
     for refinements, prompts in chunks:
-        finals = final_rounds(refinements.select(*FINALS_COLUMNS).with_row_index("_position", offset)
-                              .with_columns(_first=pl.col("round").min().over("candidate_id")))
+        finals = final_rounds(refinements.select(*FINALS_COLUMNS).with_row_index("_position", offset),
+                              first_round="_first")
         offset += refinements.height
         out = decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=reward and reward(finals))
         waiting = finals.get_column("_first") > 0

@@ -71,22 +71,37 @@ def final_answers_of(rows: pl.DataFrame, prompts: pl.DataFrame, tasks: Tasks) ->
 def vote_frame(samples: pl.DataFrame, answer: str = "final_answer") -> pl.DataFrame:
     """Each prompt's vote over its samples (one row per sample: prompt_id and its final
     answer): prompt_id, majority (null on a tie for first or without answers), agreement
-    and samples, one row per prompt (no order)."""
+    and samples, one row per prompt (no order). Plain aggregations only: filters inside
+    a group-by's aggregation ran group by group, 2x slower."""
     counts = samples.group_by("prompt_id", answer).len("votes")  # null answers count as samples, not votes
-    voted = pl.col(answer).is_not_null()
-    top = pl.col("votes").filter(voted).max()
-    best = counts.group_by("prompt_id").agg(
-        pl.col("votes").sum().alias("samples"), top.alias("top"),
-        ((pl.col("votes") == top) & voted).sum().alias("firsts"),
-        pl.col(answer).filter((pl.col("votes") == top) & voted).first().alias("majority"))
+    totals = counts.group_by("prompt_id").agg(pl.col("votes").sum().alias("samples"))
+    firsts = (counts.filter(pl.col(answer).is_not_null()).filter(pl.col("votes") == pl.col("votes").max().over("prompt_id"))
+              .group_by("prompt_id").agg(pl.len().alias("firsts"), pl.col("votes").first().alias("top"),
+                                         pl.col(answer).first().alias("majority")))
     won = pl.col("firsts") == 1
-    return best.select("prompt_id", pl.when(won).then(pl.col("majority")).alias("majority"),
-                       pl.when(won).then(pl.col("top") / pl.col("samples")).otherwise(0.0).alias("agreement"),
-                       pl.col("samples").cast(pl.Int64))
+    return totals.join(firsts, on="prompt_id", how="left").select(
+        "prompt_id", pl.when(won).then(pl.col("majority")).alias("majority"),
+        pl.when(won).then(pl.col("top") / pl.col("samples")).otherwise(0.0).alias("agreement"),
+        pl.col("samples").cast(pl.Int64))
 
 
-def final_rounds(refinements: pl.DataFrame) -> pl.DataFrame:
-    """The last round of each candidate, in the order of the candidates' first rounds."""
+def final_rounds(refinements: pl.DataFrame, *, first_round: str | None = None) -> pl.DataFrame:
+    """The last round of each candidate, in the order of the candidates' first rounds
+    (candidate_id first, then the other columns); `first_round`: also a column of that
+    name, the candidate's first round."""
+    candidate, rounds = pl.col("candidate_id"), pl.col("round")
+    starts = candidate.ne_missing(candidate.shift(1))
+    if refinements.height and refinements.get_column("candidate_id").is_sorted() and refinements.select(
+            (starts | (rounds > rounds.shift(1)).fill_null(False)).all()).item():
+        # chains in order, as refine writes them (rounds rising along each candidate's run of
+        # rows): each run's last row, no sort and group-by over the strings (3x faster)
+        first = pl.when(starts).then(rounds).forward_fill().alias(first_round or "_first_round")
+        finals = refinements.with_columns(first).filter(candidate.ne_missing(candidate.shift(-1)))
+        if finals.get_column(first.meta.output_name()).max() > 0:  # chains without a round 0 come later
+            finals = finals.sort(first.meta.output_name(), maintain_order=True)
+        return finals.select("candidate_id", pl.exclude("candidate_id", *([] if first_round else ["_first_round"])))
+    if first_round:
+        refinements = refinements.with_columns(rounds.min().over("candidate_id").alias(first_round))
     return refinements.sort("round", maintain_order=True).group_by("candidate_id", maintain_order=True).last()
 
 
