@@ -9,7 +9,7 @@ import pytest
 
 from honing.method.pairs import COMPUTED_SIGNALS, SIGNALS, PairsConfig, build_pairs, signal_value
 from honing.method.prompts import PromptSet
-from honing.method.signals import auc, majority_vote, self_consistency_values
+from honing.method.signals import auc, majority_vote, self_consistency_values, vote_frame
 from honing.tasks.families import load_tasks
 from schemas.pairs import PreferencePairs
 
@@ -26,6 +26,19 @@ def test_majority_vote():
     assert majority_vote(["4", "5", "4", "5", "6"]).agreement == 0.0
     assert majority_vote([None, None]) == majority_vote([None, None]).__class__(None, 0.0, 2)
     assert majority_vote(["7"]).agreement == 1.0
+
+
+def test_vote_frame_is_majority_vote_prompt_by_prompt():
+    import random
+
+    rng = random.Random(11)
+    samples = [(f"q{q}", rng.choice(["4", "5", "6", None, None])) for q in range(300) for _ in range(rng.randint(1, 6))]
+    samples += [("none", None), ("none", None), ("nulls-lead", None), ("nulls-lead", None), ("nulls-lead", "3")]
+    votes = vote_frame(pl.DataFrame(samples, schema=["prompt_id", "final_answer"], orient="row"))
+    assert votes.height == len({q for q, _ in samples})
+    for prompt_id, majority, agreement, n in votes.iter_rows():
+        expected = majority_vote([a for q, a in samples if q == prompt_id])
+        assert (majority, agreement, n) == (expected.majority, expected.agreement, expected.samples), prompt_id
 
 
 def refinements() -> pl.DataFrame:
