@@ -17,7 +17,10 @@ timed); one runs the three stages as `dvc repro` runs them (`stages.filter.run`,
 `stages.build_sft.run`, `stages.build_pairs.run`, params.yaml's defaults:
 inputs read and validated, outputs validated and written); one runs the pandas
 version (pandas + pyarrow, no validation, the templates filled by string
-concatenation as the streaming path does, messages as Python lists of dicts).
+concatenation as the streaming path does, messages as Python lists of dicts; the
+self-critic's records balanced by the same seeded sha256 ranks; the reference
+family has no step checker, so params.yaml's noise checks add no record on either
+side).
 Seconds are wall seconds of the work (imports excluded), peak RSS is the child's
 `ru_maxrss`. Both sides report their output sizes, which must agree.
 """
@@ -25,6 +28,7 @@ Seconds are wall seconds of the work (imports excluded), peak RSS is the child's
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import resource
@@ -289,6 +293,13 @@ def run_pandas(folder: Path) -> dict:
     right, _ = rule(round0, answers)
     agree = right.notna() & (round0["verdict"] != "unparsed") & ((round0["verdict"] == "correct") == right.eq(True))
     feedback = round0[agree]
+    critic = cfg["build_sft"].get("feedback", {})
+    if critic.get("balance"):  # every record of the rarer kind, the lowest-ranked `balance` x as many of the other
+        right_answer = right[agree].eq(True)
+        rare = right_answer == (right_answer.sum() <= (~right_answer).sum())
+        rank = feedback["id"].map(lambda i: hashlib.sha256(f"{critic.get('seed', 0)}:{i}".encode()).hexdigest())
+        chosen = rank[~rare].sort_values().index[:int(critic["balance"] * rare.sum())]
+        feedback = feedback[rare | feedback.index.isin(chosen)]
     records = pd.concat([
         pd.DataFrame({"id": kept["id"] + "/answer",
                       "prompt": user(answer_template[0] + kept["prompt"] + answer_template[1]),

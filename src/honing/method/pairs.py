@@ -165,10 +165,14 @@ def best_worst(rows: pl.DataFrame, templates: PromptSet, cfg: PairsConfig, itera
               .filter(pl.col("_value").is_not_null())
               .with_columns(_first=pl.col("_position").min().over("prompt_id"),
                             _text=pl.col("prompt").last().over("prompt_id")))
-    # _first names a prompt as well as its id does, and is cheaper to group by
-    ranked = (scored.filter(pl.struct("prompt_id", "response").is_last_distinct())
+    # _first names a prompt as well as its id does, and is cheaper to hash; sorted by it,
+    # each prompt is one run of rows, ranked from where its run starts and ends (no window)
+    position, first = pl.int_range(pl.len(), dtype=pl.Int64), pl.col("_first")
+    start = pl.when(first.ne_missing(first.shift(1))).then(position).forward_fill()
+    end = pl.when(first.ne_missing(first.shift(-1))).then(position).backward_fill()
+    ranked = (scored.filter(pl.struct("_first", "response").is_last_distinct())
               .sort(["_first", "_value", "id"], descending=[False, True, False], maintain_order=True)
-              .with_columns(_rank=pl.int_range(pl.len()).over("_first"), _count=pl.len().over("_first")))
+              .with_columns(_rank=position - start, _count=(end - start + 1).cast(pl.UInt32)))
     best = ranked.filter(pl.col("_rank") < pl.min_horizontal(pl.lit(cfg.max_pairs_per_prompt),
                                                              pl.col("_count") // 2))
     worst = ranked.select("prompt_id", (pl.col("_count") - 1 - pl.col("_rank")).alias("_rank"),
