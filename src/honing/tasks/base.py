@@ -67,10 +67,12 @@ class VectorizedRule(NamedTuple):
     that the answer is read once per response (reading is the costly part)."""
 
     final_answer: Callable[[pl.Expr], pl.Expr]  # response -> the final answer read (String, null: none)
-    matches: Callable[[pl.Expr, pl.Expr], pl.Expr]  # (final answer, the prompt's answer) -> Boolean, null: no answer
+    # the prompt's answer -> the reference as `matches` compares it (null: no answer), read once per prompt
+    reference: Callable[[pl.Expr], pl.Expr]
+    matches: Callable[[pl.Expr, pl.Expr], pl.Expr]  # (final answer, reference) -> Boolean, null: no reference
 
     def verify(self, response: pl.Expr, answer: pl.Expr) -> pl.Expr:
-        return self.matches(self.final_answer(response), answer)
+        return self.matches(self.final_answer(response), self.reference(answer))
 
 
 @dataclass(frozen=True)
@@ -125,30 +127,42 @@ class Tasks:
         `verify` and `final_answer` give None (an unknown prompt included), beside
         what the check looked up: the prompt's `family` and reference `answer`. Families
         with a `vectorized` rule are checked as polars expressions, the others row by
-        row (one call per distinct prompt and response)."""
-        rows = aligned(prompt_ids, prompts)
-        task = rows.get_column("task").cast(pl.String)
-        named = task.unique().drop_nulls()  # a few task names: read each name's family once, not each row's
-        family = task.replace_strict(named, named.str.extract(r"^([^:]*)", 1), default=None).alias("family")
+        row (one call per distinct prompt and response). What depends on the prompt
+        alone (its family, its reference as the rule compares it) is read once per
+        prompt, before the prompts are matched to the rows."""
+        table = prompts.unique("id", keep="last", maintain_order=True)  # as `aligned` reads them
+        task = table.get_column("task").cast(pl.String)
+        named = task.unique().drop_nulls()  # a few task names: read each name's family once
+        table = pl.DataFrame([
+            table.get_column("id"), task.replace_strict(named, named.str.extract(r"^([^:]*)", 1), default=None
+                                                        ).alias("family"),
+            (table.get_column("answer").cast(pl.String) if "answer" in table.columns
+             else pl.Series([None] * table.height, dtype=pl.String)).alias("answer")])
+        vectorized = [(pl.col("family") == name, family.vectorized) for name, family in sorted(self.families.items())
+                      if family.vectorized is not None and name in set(table.get_column("family").to_list())]
+        reference = pl.lit(None, pl.String)
+        for here, rule in vectorized:
+            reference = pl.when(here).then(rule.reference(pl.col("answer"))).otherwise(reference)
+        table = table.with_columns(reference.alias("_reference"))
+        rows = pl.DataFrame([prompt_ids.alias("id")]).join(table, on="id", how="left", maintain_order="left")
+        family = rows.get_column("family")
         names = family.drop_nulls().unique().sort().to_list()
         for name in names:
             if name not in self.families:  # the error Tasks.family gives, for the first such row
-                self.family(rows.row(int((family == name).arg_true()[0]), named=True))
-        answer = (rows.get_column("answer").cast(pl.String) if "answer" in rows.columns
-                  else pl.Series([None] * rows.height, dtype=pl.String))
-        frame = pl.DataFrame([responses.alias("response"), family, answer.alias("answer")])
-        vectorized = [(pl.col("family") == name, self.families[name].vectorized) for name in names
-                      if self.families[name].vectorized is not None]
+                self.family(aligned(prompt_ids, prompts).row(int((family == name).arg_true()[0]), named=True))
+        frame = rows.select(responses.alias("response"), "family", "answer", "_reference")
         read, correct = pl.lit(None, pl.String), pl.lit(None, pl.Boolean)
         for here, rule in vectorized:
             read = pl.when(here).then(rule.final_answer(pl.col("response"))).otherwise(read)
         frame = frame.with_columns(read.alias("final_answer"))
         for here, rule in vectorized:
-            correct = pl.when(here).then(rule.matches(pl.col("final_answer"), pl.col("answer"))).otherwise(correct)
+            correct = pl.when(here).then(rule.matches(pl.col("final_answer"), pl.col("_reference"))).otherwise(correct)
         out = frame.select(correct.alias("correct"), "final_answer", "family", "answer")
-        for name in names:
-            if self.families[name].vectorized is None:
-                out = self._python_rule(out, responses, rows, family == name, self.families[name])
+        python_rule = [name for name in names if self.families[name].vectorized is None]
+        if python_rule:
+            full = aligned(prompt_ids, prompts)
+            for name in python_rule:
+                out = self._python_rule(out, responses, full, family == name, self.families[name])
         return out
 
     @staticmethod

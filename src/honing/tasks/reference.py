@@ -91,21 +91,29 @@ def _normal_expr(value: pl.Expr) -> pl.Expr:
     return value.str.replace_all(",", "", literal=True).str.strip_chars_end(".").str.strip_chars(PY_SPACE)
 
 
-def matches_expr(got: pl.Expr, answer: pl.Expr) -> pl.Expr:
-    """Whether a final answer read by `final_answer_expr` matches the reference:
-    `rule_correct` as an expression, null where there is no reference answer."""
-    reference = (pl.when(answer.str.contains("####", literal=True))
-                 .then(answer.str.extract(r"(?s)^.*####(.*)$", 1))  # after the last ####, as rsplit reads it
-                 .otherwise(answer).str.strip_chars(PY_SPACE))
-    return (pl.when(answer.is_null()).then(pl.lit(None, pl.Boolean))
-            .otherwise(got.is_not_null() & (_normal_expr(got) == _normal_expr(reference)).fill_null(False)))
+def reference_expr(answer: pl.Expr) -> pl.Expr:
+    """A prompt's answer as `matches_expr` compares it: `_normal(reference_answer(answer))`."""
+    after = (pl.when(answer.str.contains("####", literal=True))
+             .then(answer.str.extract(r"(?s)^.*####(.*)$", 1))  # after the last ####, as rsplit reads it
+             .otherwise(answer).str.strip_chars(PY_SPACE))
+    return _normal_expr(after)
+
+
+def matches_expr(got: pl.Expr, reference: pl.Expr) -> pl.Expr:
+    """Whether a final answer read by `final_answer_expr` matches the reference (as
+    `reference_expr` reads it): `rule_correct` as an expression, null where there is no
+    reference answer. `got` holds no whitespace (both readings exclude it), so of
+    `_normal` it needs the commas and trailing dots removed."""
+    normal = got.str.replace_all(",", "", literal=True).str.strip_chars_end(".")
+    return (pl.when(reference.is_null()).then(pl.lit(None, pl.Boolean))
+            .otherwise(got.is_not_null() & (normal == reference).fill_null(False)))
 
 
 def verify_expr(response: pl.Expr, answer: pl.Expr) -> pl.Expr:
-    return matches_expr(final_answer_expr(response), answer)
+    return matches_expr(final_answer_expr(response), reference_expr(answer))
 
 
-VECTORIZED = VectorizedRule(final_answer=final_answer_expr, matches=matches_expr)
+VECTORIZED = VectorizedRule(final_answer=final_answer_expr, reference=reference_expr, matches=matches_expr)
 
 
 def family() -> TaskFamily:
