@@ -13,10 +13,10 @@ did not parse, 5 % of prompts have no reference. Prompts use the reference famil
 Python oracle per distinct answer, measured but not vectorizable here).
 
 Each size runs in fresh subprocesses (peaks don't mix): one writes the inputs (not
-timed); one runs the three stages as `dvc repro` runs them (`stages.filter.run`,
-`stages.build_sft.run`, `stages.build_pairs.run`, params.yaml's defaults:
-inputs read and validated, outputs validated and written); one runs the pandas
-version (pandas + pyarrow, no validation, the templates filled by string
+timed); then the three stages as `dvc repro` runs them, each in a process of its
+own (`stages.filter.run`, `stages.build_sft.run`, `stages.build_pairs.run`,
+params.yaml's defaults: inputs read and validated, outputs validated and written),
+whose peak RSS is the largest of the three; one runs the pandas version (pandas + pyarrow, no validation, the templates filled by string
 concatenation as the streaming path does, messages as Python lists of dicts; the
 self-critic's records balanced by the same seeded sha256 ranks; the reference
 family has no step checker, so params.yaml's noise checks add no record on either
@@ -187,24 +187,37 @@ def params() -> dict:
             **{stage: full[stage] for stage in ("filter", "build_sft", "build_pairs")}}
 
 
-def run_polars(folder: Path) -> dict:
-    """The three stages, as `dvc repro` runs them, in `folder`."""
+STAGES = ("filter", "build_sft", "build_pairs")
+
+
+def run_stage(folder: Path, name: str) -> dict:
+    """One of the three stages, in `folder`, as `dvc repro` runs it: in a process of its
+    own (the driver starts one per stage), params.yaml's blocks for it."""
+    import importlib
+
     import polars as pl
 
-    import stages.build_pairs
-    import stages.build_sft
-    import stages.filter
-
+    stage = importlib.import_module(f"stages.{name}")
     os.chdir(folder)
-    blocks, seconds = params(), {}
-    for stage in (stages.filter, stages.build_sft, stages.build_pairs):
-        stage.load_params = lambda name, key: blocks
-        started = time.perf_counter()
-        stage.run([ITERATION])
-        seconds[stage.STAGE] = time.perf_counter() - started
-    sizes = {name: pl.scan_parquet(path).select(pl.len()).collect().item() for name, path in OUTPUTS.items()}
-    sizes["kept"] = pl.scan_parquet(OUTPUTS["filter"]).filter(pl.col("kept")).select(pl.len()).collect().item()
-    return {"seconds": seconds, "sizes": sizes}
+    blocks = params()
+    stage.load_params = lambda _name, _key: blocks
+    started = time.perf_counter()
+    stage.run([ITERATION])
+    seconds = time.perf_counter() - started
+    sizes = {name: pl.scan_parquet(OUTPUTS[name]).select(pl.len()).collect().item()}
+    if name == "filter":
+        sizes["kept"] = pl.scan_parquet(OUTPUTS["filter"]).filter(pl.col("kept")).select(pl.len()).collect().item()
+    return {"seconds": {name: seconds}, "sizes": sizes}
+
+
+def run_polars(folder: Path, args: argparse.Namespace) -> dict:
+    """The three stages, each in a fresh process, in order: their seconds, output sizes
+    and peak RSS (each stage's, and the largest, which is what a `dvc repro` needs)."""
+    runs = {name: measure("polars", folder, args, stage=name) for name in STAGES}
+    return {"seconds": {name: run["seconds"][name] for name, run in runs.items()},
+            "sizes": {k: v for run in runs.values() for k, v in run["sizes"].items()},
+            "stage_peak_rss_mb": {name: run["peak_rss_mb"] for name, run in runs.items()},
+            "peak_rss_mb": max(run["peak_rss_mb"] for run in runs.values())}
 
 
 def run_pandas(folder: Path) -> dict:
@@ -350,16 +363,16 @@ def child(args: argparse.Namespace) -> None:
     if args.child == "make":
         result = synthetic(folder, args.rows, samples=args.samples, family=args.family)
     elif args.child == "polars":
-        result = run_polars(folder)
+        result = run_stage(folder, args.stage)
     else:
         result = run_pandas(folder)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
 
-def measure(kind: str, folder: Path, args: argparse.Namespace, rows: int = 0) -> dict:
+def measure(kind: str, folder: Path, args: argparse.Namespace, rows: int = 0, stage: str = "") -> dict:
     command = [sys.executable, __file__, "--child", kind, "--folder", str(folder), "--rows", str(rows),
-               "--samples", str(args.samples), "--family", args.family]
+               "--samples", str(args.samples), "--family", args.family, "--stage", stage]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{kind} child failed:\n{done.stderr[-3000:]}")
@@ -378,6 +391,7 @@ def main() -> None:
     parser.add_argument("--child", choices=["make", "polars", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--stage", choices=[*STAGES, ""], default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args)
@@ -388,11 +402,12 @@ def main() -> None:
         for size in args.sizes:
             folder = (args.keep or Path(scratch)) / f"rows-{size}"
             made = measure("make", folder, args, size)
-            polars_run = measure("polars", folder, args)
+            polars_run = run_polars(folder, args)
             total = sum(polars_run["seconds"].values())
             line = {"rows": made["rows"], "prompts": made["prompts"], "polars_s": round(total, 2),
                     "polars_s_per_million": round(total / made["rows"] * 1e6, 3),
                     "polars_peak_rss_mb": round(polars_run["peak_rss_mb"]),
+                    "polars_stage_peak_rss_mb": {k: round(v) for k, v in polars_run["stage_peak_rss_mb"].items()},
                     "polars_stage_s": {k: round(v, 2) for k, v in polars_run["seconds"].items()},
                     "outputs": polars_run["sizes"]}
             if size in args.pandas_sizes:
