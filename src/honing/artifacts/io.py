@@ -24,7 +24,6 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
+from honing.artifacts.ahead import read_ahead
 from honing.artifacts.validation import ArtifactError, Failure, _model, _short, message, validate
 
 # Fixed writer settings: polars' defaults may change between versions, and a
@@ -129,23 +129,12 @@ def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = No
                 yield batch
 
         empty = True
-        for batch in _read_ahead(checked()):
+        for batch in read_ahead(checked()):
             empty = False
             yield batch
         if empty:  # callers learn the columns from the first frame
             yield _validate_batch(pl.DataFrame(schema={c: file_schema[c] for c in columns}), rules, path, None)
         distinct.check(path, schema, lambda: _slices(path, columns, where), id_column)
-
-
-def _read_ahead(batches: Iterator[T]) -> Iterator[T]:
-    """`batches`, the next one read (and checked) in a worker thread while the caller
-    works on this one: polars releases the GIL, so reading overlaps the stage's own
-    work on a second core. One batch more is held."""
-    with ThreadPoolExecutor(1, thread_name_prefix="honing-read") as worker:
-        coming = worker.submit(next, batches, None)
-        while (batch := coming.result()) is not None:
-            coming = worker.submit(next, batches, None)
-            yield batch
 
 
 def _slices(path: Path, columns: list[str], where: pl.Expr | None) -> Iterator[pl.DataFrame]:
@@ -176,7 +165,7 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
     blocks = _blocks(batches, ROW_GROUP_SIZE)
     first = next(blocks, None)
     second = None if first is None else next(blocks, None)
-    if second is None:  # fits in one batch: write_artifact itself
+    if second is None:  # fits in one row group: write_artifact itself
         empty = pl.DataFrame(schema={name: column.dtype.type for name, column in model.columns.items()})
         return write_artifact(empty if first is None else first, path, schema, id_column=id_column).height
     rules, unique = _batch_rules(model, list(model.columns))

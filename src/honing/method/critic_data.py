@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from honing.artifacts.ahead import ordered_map
 from honing.method.prompts import PromptSet
 from honing.tasks.base import aligned
 
@@ -171,7 +172,7 @@ def example_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Cri
     noisy = pl.Series([name for name, f in tasks.families.items() if f.check is not None and f.noisy_answer is not None],
                       dtype=pl.String)
 
-    def examples() -> Iterator[pl.DataFrame]:
+    def noted() -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
         nonlocal count
         for round0, prompts in chunks:
             if cfg.noise_critiques and noisy.len():  # the prompts answered, in order, that noise checks can use
@@ -179,7 +180,10 @@ def example_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Cri
                 here = answered.filter(pl.col("task").str.extract(r"^([^:]*)", 1).is_in(noisy.implode()))
                 count += here.height
                 usable.extend(here.head(max(cfg.noise_critiques - len(usable), 0)).iter_rows(named=True))
-            yield feedback_examples(round0, prompts, cfg, tasks=tasks)
+            yield round0, prompts
+
+    def examples() -> Iterator[pl.DataFrame]:  # two frames at a time (honing.artifacts.ahead), in order
+        return ordered_map(lambda chunk: feedback_examples(*chunk, cfg, tasks=tasks), noted())
 
     yield from (_balanced_stream(examples(), cfg) if cfg.balance else examples())
     noise = _noise(usable, count, cfg, tasks=tasks)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from honing.artifacts.ahead import WORKERS, ordered_map
 from honing.method.signals import auc, final_rounds, vote_frame, voted_answer
 
 if TYPE_CHECKING:
@@ -100,12 +101,21 @@ def filter_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Filt
     # The finals' order is their candidates' first rounds': a candidate with no round 0
     # (not one refine writes) comes after every candidate that has one, wherever its
     # prompt is, so such rows wait for the end.
-    late, offset = [], 0
-    for refinements, prompts in chunks:
+    def numbered() -> Iterator[tuple[pl.DataFrame, pl.DataFrame, int]]:  # each frame with its first row's position
+        offset = 0
+        for refinements, prompts in chunks:
+            yield refinements, prompts, offset
+            offset += refinements.height
+
+    def filtered(chunk: tuple[pl.DataFrame, pl.DataFrame, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+        refinements, prompts, offset = chunk
         finals = final_rounds(refinements.select(*FINALS_COLUMNS).with_row_index("_position", offset),
                               first_round="_first")
-        offset += refinements.height
-        out = decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=reward and reward(finals))
+        return finals, decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=reward and reward(finals))
+
+    late = []
+    # frames are filtered two at a time, but a reward model scores one frame at a time
+    for finals, out in ordered_map(filtered, numbered(), workers=1 if reward else WORKERS):
         waiting = finals.get_column("_first") > 0
         if waiting.any():
             keys = finals.select("_first", pl.col("_position").min().over("candidate_id"))

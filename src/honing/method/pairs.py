@@ -32,6 +32,7 @@ import jinja2
 import jinja2.nodes
 import polars as pl
 
+from honing.artifacts.ahead import ordered_map
 from honing.method.prompts import PromptSet
 from honing.method.signals import self_consistency_column
 
@@ -119,19 +120,24 @@ def pair_stream(chunks: Callable[[], Iterable[tuple[pl.DataFrame, pl.DataFrame]]
     check_config(cfg)
     if cfg.signal in ("reward", "judge") and values is None:
         raise ValueError(f"build_pairs.signal {cfg.signal!r} needs each answer's value computed first (values=)")
+    def best_and_worst(chunk: tuple[pl.DataFrame, pl.DataFrame]) -> pl.DataFrame:
+        return best_worst(_checked(*chunk, cfg, tasks, values), templates, cfg, iteration)
+
+    def across_rounds(chunk: tuple[pl.DataFrame, pl.DataFrame]) -> pl.DataFrame:
+        rows = _checked(*chunk, cfg, tasks, values)
+        pairs = refined_original(rows, templates, cfg, iteration)
+        if "best_worst" in cfg.pairs:  # best_worst may have paired the same two answers already
+            have = best_worst(rows, templates, cfg, iteration).select("prompt_id", *_answers())
+            pairs = (pairs.with_columns(_answers())
+                     .join(have, on=["prompt_id", "_chosen", "_rejected"], how="anti", maintain_order="left")
+                     .drop("_chosen", "_rejected"))
+        return pairs
+
+    # frames are paired two at a time (honing.artifacts.ahead), in order
     if "best_worst" in cfg.pairs:
-        for refinements, prompts in chunks():
-            yield best_worst(_checked(refinements, prompts, cfg, tasks, values), templates, cfg, iteration)
+        yield from ordered_map(best_and_worst, chunks())
     if "refined_original" in cfg.pairs:
-        for refinements, prompts in chunks():
-            rows = _checked(refinements, prompts, cfg, tasks, values)
-            pairs = refined_original(rows, templates, cfg, iteration)
-            if "best_worst" in cfg.pairs:  # best_worst may have paired the same two answers already
-                have = best_worst(rows, templates, cfg, iteration).select("prompt_id", *_answers())
-                pairs = (pairs.with_columns(_answers())
-                         .join(have, on=["prompt_id", "_chosen", "_rejected"], how="anti", maintain_order="left")
-                         .drop("_chosen", "_rejected"))
-            yield pairs
+        yield from ordered_map(across_rounds, chunks())
 
 
 def _answers() -> list[pl.Expr]:
