@@ -213,11 +213,12 @@ def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -
     with tempfile.TemporaryDirectory(prefix="honing-balance-") as folder:
         files = []
         for k, frame in enumerate(frames):
-            buckets = _ranks64(cfg.seed, frame.get_column("id").to_list()) >> np.uint64(64 - _BUCKET_BITS)
-            frame = frame.with_columns(_bucket=pl.Series(buckets.astype(np.int64)))
+            buckets = (_ranks64(cfg.seed, frame.get_column("id").to_list()) >> np.uint64(64 - _BUCKET_BITS)
+                       ).astype(np.int64)
+            frame = frame.with_columns(_bucket=pl.Series(buckets))
             right = frame.get_column("right_answer").to_numpy()
             for kind in (True, False):
-                counts[kind] += np.bincount(buckets[right == kind].astype(np.int64), minlength=1 << _BUCKET_BITS)
+                counts[kind] += np.bincount(buckets[right == kind], minlength=1 << _BUCKET_BITS)
             files.append(Path(folder) / f"{k:08d}.arrow")
             frame.write_ipc(files[-1], compression="lz4")
         rare = int(counts[True].sum()) <= int(counts[False].sum())  # the rarer kind: right answers on a tie

@@ -120,6 +120,7 @@ def pair_stream(chunks: Callable[[], Iterable[tuple[pl.DataFrame, pl.DataFrame]]
     check_config(cfg)
     if cfg.signal in ("reward", "judge") and values is None:
         raise ValueError(f"build_pairs.signal {cfg.signal!r} needs each answer's value computed first (values=)")
+
     def best_and_worst(chunk: tuple[pl.DataFrame, pl.DataFrame]) -> pl.DataFrame:
         return best_worst(_checked(*chunk, cfg, tasks, values), templates, cfg, iteration)
 

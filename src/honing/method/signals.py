@@ -75,7 +75,8 @@ def vote_frame(samples: pl.DataFrame, answer: str = "final_answer") -> pl.DataFr
     a group-by's aggregation ran group by group, 2x slower."""
     counts = samples.group_by("prompt_id", answer).len("votes")  # null answers count as samples, not votes
     totals = counts.group_by("prompt_id").agg(pl.col("votes").sum().alias("samples"))
-    firsts = (counts.filter(pl.col(answer).is_not_null()).filter(pl.col("votes") == pl.col("votes").max().over("prompt_id"))
+    voted = counts.filter(pl.col(answer).is_not_null())
+    firsts = (voted.filter(pl.col("votes") == pl.col("votes").max().over("prompt_id"))
               .group_by("prompt_id").agg(pl.len().alias("firsts"), pl.col("votes").first().alias("top"),
                                          pl.col(answer).first().alias("majority")))
     won = pl.col("firsts") == 1
@@ -95,11 +96,13 @@ def final_rounds(refinements: pl.DataFrame, *, first_round: str | None = None) -
             (starts | (rounds > rounds.shift(1)).fill_null(False)).all()).item():
         # chains in order, as refine writes them (rounds rising along each candidate's run of
         # rows): each run's last row, no sort and group-by over the strings (3x faster)
-        first = pl.when(starts).then(rounds).forward_fill().alias(first_round or "_first_round")
-        finals = refinements.with_columns(first).filter(candidate.ne_missing(candidate.shift(-1)))
-        if finals.get_column(first.meta.output_name()).max() > 0:  # chains without a round 0 come later
-            finals = finals.sort(first.meta.output_name(), maintain_order=True)
-        return finals.select("candidate_id", pl.exclude("candidate_id", *([] if first_round else ["_first_round"])))
+        name = first_round or "_first_round"
+        finals = (refinements.with_columns(pl.when(starts).then(rounds).forward_fill().alias(name))
+                  .filter(candidate.ne_missing(candidate.shift(-1))))
+        if finals.get_column(name).max() > 0:  # chains without a round 0 come later
+            finals = finals.sort(name, maintain_order=True)
+        finals = finals if first_round else finals.drop(name)
+        return finals.select("candidate_id", pl.exclude("candidate_id"))
     if first_round:
         refinements = refinements.with_columns(rounds.min().over("candidate_id").alias(first_round))
     return refinements.sort("round", maintain_order=True).group_by("candidate_id", maintain_order=True).last()

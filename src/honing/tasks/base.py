@@ -138,8 +138,9 @@ class Tasks:
                                                         ).alias("family"),
             (table.get_column("answer").cast(pl.String) if "answer" in table.columns
              else pl.Series([None] * table.height, dtype=pl.String)).alias("answer")])
+        present = set(table.get_column("family").drop_nulls().unique().to_list())
         vectorized = [(pl.col("family") == name, family.vectorized) for name, family in sorted(self.families.items())
-                      if family.vectorized is not None and name in set(table.get_column("family").to_list())]
+                      if family.vectorized is not None and name in present]
         reference = pl.lit(None, pl.String)
         for here, rule in vectorized:
             reference = pl.when(here).then(rule.reference(pl.col("answer"))).otherwise(reference)

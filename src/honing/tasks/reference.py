@@ -87,8 +87,12 @@ def final_answer_expr(response: pl.Expr) -> pl.Expr:
     return pl.coalesce(line, last)
 
 
+def _unpunctuated_expr(value: pl.Expr) -> pl.Expr:
+    return value.str.replace_all(",", "", literal=True).str.strip_chars_end(".")
+
+
 def _normal_expr(value: pl.Expr) -> pl.Expr:
-    return value.str.replace_all(",", "", literal=True).str.strip_chars_end(".").str.strip_chars(PY_SPACE)
+    return _unpunctuated_expr(value).str.strip_chars(PY_SPACE)
 
 
 def reference_expr(answer: pl.Expr) -> pl.Expr:
@@ -104,7 +108,7 @@ def matches_expr(got: pl.Expr, reference: pl.Expr) -> pl.Expr:
     `reference_expr` reads it): `rule_correct` as an expression, null where there is no
     reference answer. `got` holds no whitespace (both readings exclude it), so of
     `_normal` it needs the commas and trailing dots removed."""
-    normal = got.str.replace_all(",", "", literal=True).str.strip_chars_end(".")
+    normal = _unpunctuated_expr(got)
     return (pl.when(reference.is_null()).then(pl.lit(None, pl.Boolean))
             .otherwise(got.is_not_null() & (normal == reference).fill_null(False)))
 
