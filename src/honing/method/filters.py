@@ -148,12 +148,12 @@ def decide(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig, itera
         repeat = pl.when(passes).then(pl.struct("prompt_id", "response")).is_first_distinct().not_()
         reason = pl.when(passes & repeat).then(pl.lit("duplicate: the same response to the same prompt is kept once")
                                               ).otherwise(reason)
-    frame = frame.with_columns(reason=reason)
-    return frame.select(
+    # lazy: the duplicate rule reads the other rules' reason twice, computed once there
+    return frame.lazy().with_columns(reason=reason).select(
         pl.col("id"), "prompt_id", "prompt", "response", "rounds", "verdict", "score", "correct", "final_answer",
         "majority", pl.col("agreement").fill_null(0.0), "reward", pl.col("reason").is_null().alias("kept"),
         "reason", pl.lit(iteration, pl.String).alias("iteration"),
-    ).cast(FILTERED_SCHEMA)
+    ).cast(FILTERED_SCHEMA).collect()
 
 
 def _reasons(cfg: FilterConfig) -> pl.Expr:

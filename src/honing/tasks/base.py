@@ -155,10 +155,12 @@ class Tasks:
         read, correct = pl.lit(None, pl.String), pl.lit(None, pl.Boolean)
         for here, rule in vectorized:
             read = pl.when(here).then(rule.final_answer(pl.col("response"))).otherwise(read)
-        frame = frame.with_columns(read.alias("final_answer"))
         for here, rule in vectorized:
             correct = pl.when(here).then(rule.matches(pl.col("final_answer"), pl.col("_reference"))).otherwise(correct)
-        out = frame.select(correct.alias("correct"), "final_answer", "family", "answer")
+        # lazy: a rule's expression may read one column twice (the answer line, then
+        # whether it was found), and only a lazy query computes it once
+        out = (frame.lazy().with_columns(read.alias("final_answer"))
+               .select(correct.alias("correct"), "final_answer", "family", "answer").collect())
         python_rule = [name for name in names if self.families[name].vectorized is None]
         if python_rule:
             full = aligned(prompt_ids, prompts)
