@@ -240,24 +240,29 @@ class FilterTally:
 
     def add(self, filtered: pl.DataFrame) -> pl.DataFrame:
         self.rows += filtered.height
-        kept = filtered.get_column("kept")
-        self.kept += int(kept.sum())
-        reasons = filtered.filter(~pl.col("kept")).select(pl.col("reason").str.splitn(":", 2).struct.field("field_0")
-                                                           ).to_series()  # the rule's name
-        self.dropped.update(dict(reasons.value_counts().iter_rows()))
+        self.kept += int(filtered.get_column("kept").sum())
+        reason = pl.col("reason")  # a dropped row's reason starts with its rule's name (`_reasons`)
+        dropped = filtered.select(reason.is_not_null().sum().alias(""),
+                                  *[reason.str.starts_with(f"{rule}:").sum().alias(rule) for rule in RULES]).row(0)
+        if dropped[0] != sum(dropped[1:]):
+            raise ValueError("filter: a dropped row's reason names no rule")
+        self.dropped.update({rule: n for rule, n in zip(RULES, dropped[1:], strict=True) if n})
         correct = filtered.get_column("correct").drop_nulls()
         self.checked += correct.len()
         self.right += int(correct.sum())
-        first_row = pl.col("prompt_id").is_first_distinct()  # a group_by's first(), several times faster
-        per_prompt = filtered.filter(first_row).select("prompt_id", "majority", "agreement")
+        # the columns read, before any row filter: a filter copies every column it carries
+        per_prompt = (filtered.select("prompt_id", "majority", "agreement")
+                      .filter(pl.col("prompt_id").is_first_distinct()))  # a group_by's first(), several times faster
         self.prompts += per_prompt.height
         self.with_majority += int(per_prompt.get_column("majority").is_not_null().sum())
         self.agreement.append(math.fsum(per_prompt.get_column("agreement").to_list()))
-        majority_rows = filtered.filter(pl.col("final_answer") == pl.col("majority")).filter(first_row)
-        majority_correct = majority_rows.get_column("correct").drop_nulls()
+        majority_correct = (filtered.select("prompt_id", "correct", (pl.col("final_answer") == pl.col("majority"))
+                                            .alias("_majority"))
+                            .filter("_majority").filter(pl.col("prompt_id").is_first_distinct())
+                            .get_column("correct").drop_nulls())
         self.majority_checked += majority_correct.len()
         self.majority_right += int(majority_correct.sum())
-        rewarded = filtered.filter(pl.col("reward").is_not_null())
+        rewarded = filtered.select("reward", "correct").filter(pl.col("reward").is_not_null())
         if rewarded.height:
             self.rewards += rewarded.get_column("reward").to_list()
             self.reward_correct += rewarded.filter(pl.col("correct").is_not_null()).select("reward", "correct").rows()
