@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from honing.artifacts.ahead import WORKERS, ordered_map
+from honing.method.repeats import repeats
 from honing.method.signals import auc, final_rounds, vote_frame, voted_answer
 
 if TYPE_CHECKING:
@@ -142,18 +143,16 @@ def decide(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig, itera
     frame = frame.join(votes, on="prompt_id", how="left", maintain_order="left")
     if rewards is None:
         frame = frame.with_columns(reward=pl.lit(None, pl.Float64))
-    reason = _reasons(cfg)
+    frame = frame.lazy().with_columns(reason=_reasons(cfg)).collect()  # lazy: each subexpression computed once
     if cfg.dedupe:  # the same response to the same prompt: kept the first time it passes every other rule
-        passes = reason.is_null()  # only passing rows are compared (the others are one null key)
-        repeat = pl.when(passes).then(pl.struct("prompt_id", "response")).is_first_distinct().not_()
-        reason = pl.when(passes & repeat).then(pl.lit("duplicate: the same response to the same prompt is kept once")
-                                              ).otherwise(reason)
-    # lazy: the duplicate rule reads the other rules' reason twice, computed once there
-    return frame.lazy().with_columns(reason=reason).select(
+        repeat = repeats(frame, "prompt_id", "response", among=pl.col("reason").is_null())
+        frame = frame.with_columns(reason=pl.when(repeat).then(
+            pl.lit("duplicate: the same response to the same prompt is kept once")).otherwise(pl.col("reason")))
+    return frame.select(
         pl.col("id"), "prompt_id", "prompt", "response", "rounds", "verdict", "score", "correct", "final_answer",
         "majority", pl.col("agreement").fill_null(0.0), "reward", pl.col("reason").is_null().alias("kept"),
         "reason", pl.lit(iteration, pl.String).alias("iteration"),
-    ).cast(FILTERED_SCHEMA).collect()
+    ).cast(FILTERED_SCHEMA)
 
 
 def _reasons(cfg: FilterConfig) -> pl.Expr:

@@ -34,6 +34,7 @@ import polars as pl
 
 from honing.artifacts.ahead import ordered_map
 from honing.method.prompts import PromptSet
+from honing.method.repeats import repeats
 from honing.method.signals import self_consistency_column
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def best_worst(rows: pl.DataFrame, templates: PromptSet, cfg: PairsConfig, itera
     position, first = pl.int_range(pl.len(), dtype=pl.Int64), pl.col("_first")
     start = pl.when(first.ne_missing(first.shift(1))).then(position).forward_fill()
     end = pl.when(first.ne_missing(first.shift(-1))).then(position).backward_fill()
-    ranked = (scored.filter(pl.struct("_first", "response").is_last_distinct())
+    ranked = (scored.filter(repeats(scored, "_first", "response", later=True).not_())
               .sort(["_first", "_value", "id"], descending=[False, True, False], maintain_order=True)
               .with_columns(_rank=position - start, _count=(end - start + 1).cast(pl.UInt32)))
     best = ranked.filter(pl.col("_rank") < pl.min_horizontal(pl.lit(cfg.max_pairs_per_prompt),
