@@ -1,3 +1,4 @@
+import random
 from pathlib import Path
 
 import polars as pl
@@ -48,6 +49,45 @@ def test_pairs_margin_threshold():
     by_score = build_pairs(refinements(), PROMPTS, TEMPLATES, PairsConfig(signal="score", min_margin=5), "it1",
                            tasks=TASKS)
     assert by_score["margin"].to_list() == [7.0]
+
+
+def test_pairs_of_prompts_in_runs_and_of_prompts_interleaved_are_the_same():
+    rng = random.Random(3)
+    rows, prompt_rows = [], []
+    for p in range(40):  # answers 0..3 to "1 + 1", each prompt's rows in candidate order, some repeated
+        prompt_rows.append({"id": f"p{p:02d}", "prompt": f"q{p}", "answer": "2", "task": "micro", "metadata": None})
+        for k in range(rng.randrange(1, 7)):
+            rows.append({"id": f"p{p:02d}:{k}@0", "candidate_id": f"p{p:02d}:{k}", "prompt_id": f"p{p:02d}",
+                         "prompt": f"q{p}", "round": 0, "response": f"Answer : {rng.randrange(4)}", "feedback": "f",
+                         "verdict": "correct", "score": rng.randrange(1, 11)})
+    in_runs = pl.DataFrame(rows)
+    # the same rows with prompts interleaved, each prompt's rows still in their order
+    interleaved = in_runs.with_columns(_key=pl.int_range(pl.len()).over("prompt_id") * 1000
+                                       + pl.col("prompt_id").str.slice(1).cast(pl.Int64)).sort("_key").drop("_key")
+    assert not interleaved.get_column("prompt_id").is_sorted()
+    for cfg in (PairsConfig(), PairsConfig(signal="score", min_margin=1, max_pairs_per_prompt=2)):
+        by_runs, by_window = (build_pairs(rows, pl.DataFrame(prompt_rows), TEMPLATES, cfg, "it1", tasks=TASKS)
+                              for rows in (in_runs, interleaved))
+        assert by_runs.height > 10
+        assert by_runs.sort("id").equals(by_window.sort("id"))
+        assert set(by_runs.get_column("id").to_list()) == _pairs_by_hand(rows, cfg)
+
+
+def _pairs_by_hand(rows: list[dict], cfg: PairsConfig) -> set[str]:
+    """best_worst's pair ids, prompt by prompt in Python (the critic's score as signal;
+    the rule check where `signal` is rule: "Answer : 2" is right)."""
+    out = set()
+    for prompt in sorted({r["prompt_id"] for r in rows}):
+        last = {r["response"]: r for r in rows if r["prompt_id"] == prompt}  # a response counts once: its last row
+        value = {r["id"]: float(r["score"] if cfg.signal == "score" else r["response"] == "Answer : 2")
+                 for r in last.values()}
+        ranked = sorted(value, key=lambda i: (-value[i], i))
+        for k in range(min(cfg.max_pairs_per_prompt, len(ranked) // 2)):
+            chosen, rejected = ranked[k], ranked[-1 - k]
+            margin = value[chosen] - value[rejected]
+            if margin >= cfg.min_margin and margin > 0:
+                out.add(f"{chosen}>{rejected}")
+    return out
 
 
 def test_iteration_records_answers_and_agreeing_feedback():

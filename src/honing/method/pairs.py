@@ -170,23 +170,30 @@ def best_worst(rows: pl.DataFrame, templates: PromptSet, cfg: PairsConfig, itera
     the k-th worst while the margin holds; each response counted once (its last row),
     ties broken by id so the output does not depend on input order."""
     scored = (rows.with_row_index("_position").with_columns(_value=signal_expr(cfg.signal))
-              .filter(pl.col("_value").is_not_null())
-              .with_columns(_first=pl.col("_position").min().over("prompt_id"),
-                            _text=pl.col("prompt").last().over("prompt_id")))
+              .filter(pl.col("_value").is_not_null()))
+    prompt = pl.col("prompt_id")
+    if scored.get_column("prompt_id").is_sorted():  # as streamed: each prompt one run of rows, no window
+        opens, closes = prompt.ne_missing(prompt.shift(1)), prompt.ne_missing(prompt.shift(-1))
+        scored = scored.with_columns(_first=pl.when(opens).then("_position").forward_fill(),
+                                     _text=pl.when(closes).then("prompt").backward_fill())
+    else:
+        scored = scored.with_columns(_first=pl.col("_position").min().over("prompt_id"),
+                                     _text=pl.col("prompt").last().over("prompt_id"))
     # _first names a prompt as well as its id does, and is cheaper to hash; sorted by it,
-    # each prompt is one run of rows, ranked from where its run starts and ends (no window)
+    # each prompt is one run of rows, ranked from where its run starts and ends (no window),
+    # and the k-th worst answer is k rows before its run's end (no join)
     position, first = pl.int_range(pl.len(), dtype=pl.Int64), pl.col("_first")
     start = pl.when(first.ne_missing(first.shift(1))).then(position).forward_fill()
     end = pl.when(first.ne_missing(first.shift(-1))).then(position).backward_fill()
     ranked = (scored.filter(repeats(scored, "_first", "response", later=True).not_())
               .sort(["_first", "_value", "id"], descending=[False, True, False], maintain_order=True)
-              .with_columns(_rank=position - start, _count=(end - start + 1).cast(pl.UInt32)))
+              .with_columns(_rank=position - start, _count=(end - start + 1).cast(pl.UInt32),
+                            _worst_at=start + end - position))
     best = ranked.filter(pl.col("_rank") < pl.min_horizontal(pl.lit(cfg.max_pairs_per_prompt),
                                                              pl.col("_count") // 2))
-    worst = ranked.select("prompt_id", (pl.col("_count") - 1 - pl.col("_rank")).alias("_rank"),
-                          pl.col("id").alias("_worst_id"), pl.col("response").alias("_worst"),
-                          pl.col("_value").alias("_worst_value"))
-    pairs = (best.join(worst, on=["prompt_id", "_rank"], how="left", maintain_order="left")
+    worst = ranked.select(pl.col("id").alias("_worst_id"), pl.col("response").alias("_worst"),
+                          pl.col("_value").alias("_worst_value"))[best.get_column("_worst_at")]
+    pairs = (pl.concat([best, worst], how="horizontal")
              .with_columns(_margin=pl.col("_value") - pl.col("_worst_value"))
              .filter((pl.col("_margin") >= cfg.min_margin) & (pl.col("_margin") > 0)))
     return _pair_frame(pairs, templates, iteration, chosen=("id", "response", "_value"),
