@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from honing.artifacts.ahead import Started, ordered_map, read_ahead
+from honing.artifacts.ahead import ordered_map, read_ahead
 
 
 def test_ordered_map_keeps_the_order_when_later_items_finish_first():
@@ -65,52 +65,3 @@ def test_ordered_map_raises_the_first_failure_in_order():
 def test_read_ahead_gives_every_item_in_order():
     assert list(read_ahead(iter(range(7)))) == list(range(7))
     assert list(read_ahead(iter([]))) == []
-
-
-def _everything_then_each(items):
-    """A pass that reads all its items before its first one (as balancing does)."""
-    held = list(items)
-    yield len(held)
-    yield from held
-
-
-def test_started_computes_its_first_item_before_it_is_pulled_then_gives_all_in_order():
-    pulled = threading.Event()
-
-    def items():
-        yield from range(5)
-        pulled.set()
-
-    started = Started(_everything_then_each, items())
-    assert pulled.wait(5)  # read to the end with nobody pulling yet
-    assert list(started) == [5, 0, 1, 2, 3, 4]
-    assert list(Started(_everything_then_each, [])) == [0]
-
-
-def test_started_closed_stops_reading_so_an_unwanted_first_item_ends_soon():
-    read, release = [], threading.Event()
-
-    def endless():
-        for x in range(10**9):
-            read.append(x)
-            if x == 3:
-                release.wait(5)  # closed while the worker waits here
-            yield x
-
-    started = Started(_everything_then_each, endless())
-    while len(read) < 4:
-        time.sleep(0.001)
-    started.close()
-    release.set()
-    assert next(started) == 3  # the items ended where they were: the worker is done
-    assert len(read) == 4  # nothing read after the close
-
-
-def test_started_raises_its_first_items_error_where_it_is_pulled():
-    def failing(items):
-        raise ValueError("no such artifact")
-        yield  # pragma: no cover
-
-    started = Started(failing, range(3))
-    with pytest.raises(ValueError, match="no such artifact"):
-        next(started)

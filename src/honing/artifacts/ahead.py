@@ -8,15 +8,13 @@ and hold a fixed number of items ahead, so memory stays bounded.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
-_END = object()
 
 # Frames computed at once by `ordered_map`: one while the consumer writes the one
 # before (filter at 1.08 M rows on 2 cores: 1.91 -> 1.58 s, a frame more held).
@@ -50,40 +48,3 @@ def ordered_map(function: Callable[[T], R], items: Iterable[T], workers: int = W
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-class Started(Generic[R]):
-    """The iterator `make(items)`, its first item computed from now on in a worker
-    thread, the rest as the caller pulls them: work that can begin before the caller
-    needs it (a pass that reads everything before its first item, beside another
-    pass). `close()` ends `items` where they are, so that a first item nobody will
-    pull finishes soon; an error is raised where the first item is pulled."""
-
-    def __init__(self, make: Callable[[Iterator[T]], Iterator[R]], items: Iterable[T]):
-        self._stop = threading.Event()
-        self._items = make(self._until(iter(items)))
-        pool = ThreadPoolExecutor(1, thread_name_prefix="honing-started")
-        self._first: Future | None = pool.submit(next, self._items, _END)
-        pool.shutdown(wait=False)  # the thread ends with its one task
-
-    def _until(self, items: Iterator[T]) -> Iterator[T]:
-        for item in items:
-            if self._stop.is_set():
-                return
-            yield item
-
-    def __iter__(self) -> Started[R]:
-        return self
-
-    def __next__(self) -> R:
-        if self._first is not None:
-            first, self._first = self._first, None
-            item = first.result()
-        else:
-            item = next(self._items, _END)
-        if item is _END:
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        self._stop.set()

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-import polars_hash  # noqa: F401  (registers the .chash namespace)
 
 from honing.artifacts.ahead import ordered_map
 from honing.method.prompts import PromptSet
@@ -196,13 +195,14 @@ _BUCKET_BITS = 16  # a rank's top bits: the spill counts examples per bucket to 
 
 
 def _buckets(seed: int, ids: pl.Series) -> np.ndarray:
-    """Each id's rank bucket: the first _BUCKET_BITS bits of its `_rank` digest. The
-    digests are computed by polars-hash: hashlib, one call per id with the GIL held,
-    stalled the stage's other threads (0.27 s of build_sft's 1.45 s at 1 M rows)."""
-    assert _BUCKET_BITS <= 16  # the digest's first 4 hex digits hold the bucket
-    digests = pl.select(pl.concat_str(pl.lit(f"{seed}:"), pl.lit(ids, pl.String)).chash.sha2_256())
-    head = digests.to_series().str.slice(0, 4).str.to_integer(base=16, dtype=pl.Int64)
-    return head.to_numpy() >> (16 - _BUCKET_BITS)
+    """Each id's rank bucket: the first _BUCKET_BITS bits of its `_rank` digest (the
+    digests' first 2 bytes, read big-endian by numpy, not each hex digest parsed).
+    hashlib holds the GIL: polars-hash's sha256 was faster but leaked its inputs
+    (3 MB per 60 k ids with polars 2.1), and the peak grew with the pool."""
+    assert _BUCKET_BITS <= 16  # the digest's first 2 bytes hold the bucket
+    prefix, sha256 = f"{seed}:".encode(), hashlib.sha256
+    heads = b"".join([sha256(prefix + i.encode()).digest()[:2] for i in ids.to_list()])
+    return (np.frombuffer(heads, dtype=">u2") >> (16 - _BUCKET_BITS)).astype(np.int64)
 
 
 def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -> Iterator[pl.DataFrame]:
@@ -221,7 +221,7 @@ def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -
             for kind in (True, False):
                 counts[kind] += np.bincount(buckets[right == kind], minlength=1 << _BUCKET_BITS)
             files.append(Path(folder) / f"{k:08d}.arrow")
-            frame.write_ipc(files[-1], compression="lz4")
+            frame.write_ipc(files[-1], compression="uncompressed")
         rare = int(counts[True].sum()) <= int(counts[False].sum())  # the rarer kind: right answers on a tie
         keep = int(cfg.balance * int(counts[rare].sum()))
         below = np.cumsum(counts[not rare])
@@ -229,9 +229,10 @@ def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -
         wanted = keep - (int(below[cut - 1]) if cut else 0)
         edge: set[str] = set()
         if cut < len(below) and wanted:
-            at_cut = pl.concat([pl.read_ipc(f, columns=["id", "right_answer", "_bucket"])
-                                .filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut))
-                                .select("id") for f in files]).get_column("id").to_list()
+            # as Python strings file by file: a filtered frame would hold on to its file's whole
+            # id buffer (grew build_sft's peak with the pool, by 2 MB per 100 k examples)
+            at_cut = [i for f in files for i in pl.read_ipc(f, columns=["id", "right_answer", "_bucket"])
+                      .filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut)).get_column("id").to_list()]
             edge = set(sorted(at_cut, key=lambda i: _rank(cfg.seed, i))[:wanted])
         at_edge = pl.Series(sorted(edge), dtype=pl.String).implode()
         for f in files:

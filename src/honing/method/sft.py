@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from honing.artifacts.ahead import Started, ordered_map
+from honing.artifacts.ahead import ordered_map
 from honing.method.critic_data import CriticRecordsConfig, example_stream
 from honing.method.pairs import MESSAGES, messages, rendered
 from honing.method.prompts import PromptSet, assistant, user
@@ -131,29 +131,22 @@ def iteration_record_stream(sources: RecordSources, templates: PromptSet, cfg: B
     if cfg.refinement_records == "rewrite" and not templates.has("refine"):
         raise ValueError(f"build_sft.refinement_records rewrite renders the refine template, which "
                          f"{templates.folder} does not have; use a preset with one (e.g. prompts/srt) or none")
-    feedback = None
-    if cfg.feedback_records:  # begun now: balanced, its first frame waits for every example
+    if cfg.answers == "kept":
+        for kept in sources.kept():
+            yield answer_records(kept, templates, cfg, iteration)
+    else:
+        for refinements, prompts, kept in sources.chains(True):
+            yield answer_records(last_verified(kept, refinements, prompts, tasks=tasks), templates, cfg, iteration)
+    if cfg.feedback_records:
         feedback_cfg = CriticRecordsConfig(**cfg.feedback)
-        feedback = Started(lambda round0: example_stream(round0, feedback_cfg, tasks=tasks), sources.round0())
-    try:
-        if cfg.answers == "kept":
-            for kept in sources.kept():
-                yield answer_records(kept, templates, cfg, iteration)
-        else:
-            for refinements, prompts, kept in sources.chains(True):
-                yield answer_records(last_verified(kept, refinements, prompts, tasks=tasks), templates, cfg,
-                                     iteration)
-        if feedback is not None:
-            def feedback_records(examples: pl.DataFrame) -> pl.DataFrame:
-                prompt = rendered(templates, "feedback", examples, prompt="prompt", response="response")
-                return _records(examples.with_columns(_prompt=prompt), pl.format("{}/feedback", "id"), "_prompt",
-                                "feedback", "feedback", "id", iteration)
 
-            # two frames at a time (honing.artifacts.ahead), while the writer encodes the one before
-            yield from ordered_map(feedback_records, feedback)
-    finally:
-        if feedback is not None:
-            feedback.close()
+        def feedback_records(examples: pl.DataFrame) -> pl.DataFrame:
+            prompt = rendered(templates, "feedback", examples, prompt="prompt", response="response")
+            return _records(examples.with_columns(_prompt=prompt), pl.format("{}/feedback", "id"), "_prompt",
+                            "feedback", "feedback", "id", iteration)
+
+        # two frames at a time (honing.artifacts.ahead), while the writer encodes the one before
+        yield from ordered_map(feedback_records, example_stream(sources.round0(), feedback_cfg, tasks=tasks))
     if cfg.refinement_records == "rewrite":
         for refinements, prompts, _ in sources.chains(False):
             yield refinement_records(refinements, prompts, templates, iteration, tasks=tasks)
