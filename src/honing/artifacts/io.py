@@ -33,7 +33,7 @@ import numpy as np
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from honing.artifacts.ahead import ordered_map, read_ahead
+from honing.artifacts.ahead import read_ahead
 from honing.artifacts.validation import ArtifactError, Failure, _model, _short, message, validate
 
 # Fixed writer settings: polars' defaults may change between versions, and a
@@ -174,14 +174,11 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
     head = [first, second]  # handed over, not held: each block is freed once written
     del first, second
     with _Distinct(unique) as distinct, _atomic(path) as tmp:
-        def checked(block: pl.DataFrame) -> pl.DataFrame:
-            valid = _validate_batch(block, rules, path, id_column)
-            return valid.select(list(model.columns)).rechunk()  # one chunk per row group, as write_artifact
-
         def row_groups(*_) -> Iterator[pl.DataFrame]:
             nonlocal rows
-            # the next row groups are checked in threads while the writer encodes this one
-            for valid in _chain([head.pop(0).rechunk()], ordered_map(checked, _chain(head, blocks))):
+            for k, block in enumerate(_chain(head, blocks)):
+                valid = block if k == 0 else _validate_batch(block, rules, path, id_column)
+                valid = valid.select(list(model.columns)).rechunk()  # one chunk per row group, as write_artifact
                 distinct.add(valid)
                 rows += valid.height
                 yield valid
