@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 RULES = ("no_reference", "incorrect", "score", "reward", "self_consistency", "length", "duplicate")
 FINALS_COLUMNS = ("id", "candidate_id", "prompt_id", "prompt", "round", "response", "verdict", "score")
+# what the rules read of refinements: a row's own id only names it to a reward model
+RULE_COLUMNS = FINALS_COLUMNS[1:]
 FILTERED_SCHEMA = {
     "id": pl.String, "prompt_id": pl.String, "prompt": pl.String, "response": pl.String,
     "rounds": pl.Int64, "verdict": pl.String, "score": pl.Int64, "correct": pl.Boolean,
@@ -110,7 +112,8 @@ def filter_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Filt
 
     def filtered(chunk: tuple[pl.DataFrame, pl.DataFrame, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
         refinements, prompts, offset = chunk
-        finals = final_rounds(refinements.select(*FINALS_COLUMNS).with_row_index("_position", offset),
+        columns = FINALS_COLUMNS if reward else RULE_COLUMNS
+        finals = final_rounds(refinements.select(*columns).with_row_index("_position", offset),
                               first_round="_first")
         return finals, decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=reward and reward(finals))
 
