@@ -269,8 +269,9 @@ class _Distinct:
     def _spill(self, c: int) -> None:
         if not self.waiting[c]:
             return
-        hashes = np.sort(np.concatenate(self.waiting[c]))  # sorted: each bucket is one run
+        hashes = np.concatenate(self.waiting[c])
         self.waiting[c], self.held[c] = [], 0
+        hashes.sort()  # in place (no third copy held); sorted, each bucket is one run
         if self.folder is None:
             self.folder = tempfile.TemporaryDirectory(prefix="honing-distinct-")
         self.spills[c] += 1
@@ -285,7 +286,9 @@ class _Distinct:
         """ArtifactError naming the rows of every repeated value, as `validate` does."""
         for c, name in enumerate(self.columns):
             if not self.spills[c]:  # every hash held: one sorted run in memory
-                hashes = np.sort(np.concatenate(self.waiting[c])) if self.waiting[c] else np.zeros(0, np.uint64)
+                hashes = np.concatenate(self.waiting[c]) if self.waiting[c] else np.zeros(0, np.uint64)
+                self.waiting[c] = []
+                hashes.sort()
                 repeated = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
                 if repeated:
                     self._report(name, repeated, path, schema, reread, id_column)
