@@ -237,7 +237,7 @@ class _Distinct:
     and the rows behind a repeated hash are then compared for real (a second read of
     the column). Spilling in large sorted runs, not per batch, keeps the file
     writes few; a column that never reaches SPILL hashes is checked in memory,
-    without files (their 130 opens were a tenth of a second per stage here)."""
+    without files (opening their 130 files took 0.06 s a check here)."""
 
     BUCKETS = 64
     SPILL = 1 << 21  # hashes held before a spill (16 MiB a column)

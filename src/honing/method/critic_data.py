@@ -231,8 +231,8 @@ def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -
         wanted = keep - (int(below[cut - 1]) if cut else 0)
         edge: set[str] = set()
         if cut < len(below) and wanted:
-            # as Python strings file by file: a filtered frame would hold on to its file's whole
-            # id buffer (grew build_sft's peak with the pool, by 2 MB per 100 k examples)
+            # as Python strings file by file: a filtered frame's ids would keep each file's
+            # whole id buffer mapped until the last file is read
             at_cut = [i for f in files for i in pl.read_ipc(f, columns=["id", "right_answer", "_bucket"])
                       .filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut)).get_column("id").to_list()]
             edge = set(sorted(at_cut, key=lambda i: _rank(cfg.seed, i))[:wanted])
