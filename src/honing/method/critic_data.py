@@ -209,38 +209,52 @@ def _buckets(seed: int, ids: pl.Series) -> np.ndarray:
 def _balanced_stream(frames: Iterable[pl.DataFrame], cfg: CriticRecordsConfig) -> Iterator[pl.DataFrame]:
     """`balanced` over a stream, in bounded memory: the examples are spilled (Arrow IPC,
     uncompressed: about 160 bytes per example here, in the system's temp folder;
-    lz4 took a tenth of build_sft's CPU) with their rank's bucket (its first 16 bits)
-    while the buckets are counted per kind; the bucket that holds the keep-th smallest
-    rank of the commoner kind follows from the counts, one look into it finds the
-    rest, and the spill is read back in order."""
-    counts = {True: np.zeros(1 << _BUCKET_BITS, dtype=np.int64), False: np.zeros(1 << _BUCKET_BITS, dtype=np.int64)}
+    lz4 took a tenth of build_sft's CPU) while each kind is counted. Then only the
+    commoner kind is ranked, file by file, and none of it when all of it is kept
+    (hashlib holds the GIL: ranking every example as it came slowed the threads that
+    make them): each rank's bucket (its first 16 bits) is counted and kept beside the
+    spill, the bucket that holds the keep-th smallest rank follows from the counts,
+    one look into it finds the rest, and the spill is read back in order."""
     with tempfile.TemporaryDirectory(prefix="honing-balance-") as folder:
-        files = []
+        files, kinds = [], {True: 0, False: 0}
         for k, frame in enumerate(frames):
-            buckets = _buckets(cfg.seed, frame.get_column("id"))
-            frame = frame.with_columns(_bucket=pl.Series(buckets))
-            right = frame.get_column("right_answer").to_numpy()
-            for kind in (True, False):
-                counts[kind] += np.bincount(buckets[right == kind], minlength=1 << _BUCKET_BITS)
+            right = int(frame.get_column("right_answer").sum())
+            kinds[True] += right
+            kinds[False] += frame.height - right
             files.append(Path(folder) / f"{k:08d}.arrow")
             frame.write_ipc(files[-1], compression="uncompressed")
-        rare = int(counts[True].sum()) <= int(counts[False].sum())  # the rarer kind: right answers on a tie
-        keep = int(cfg.balance * int(counts[rare].sum()))
-        below = np.cumsum(counts[not rare])
+        rare = kinds[True] <= kinds[False]  # the rarer kind: right answers on a tie
+        keep = int(cfg.balance * kinds[rare])
+        if keep >= kinds[not rare]:  # every example is kept
+            for f in files:
+                yield pl.read_ipc(f)
+            return
+
+        def common_ids(f: Path) -> pl.Series:
+            return pl.read_ipc(f, columns=["id", "right_answer"]).filter(pl.col("right_answer") != rare).get_column("id")
+
+        counts = np.zeros(1 << _BUCKET_BITS, dtype=np.int64)
+        for f in files:
+            buckets = _buckets(cfg.seed, common_ids(f))
+            counts += np.bincount(buckets, minlength=1 << _BUCKET_BITS)
+            np.save(f.with_suffix(".npy"), buckets.astype(np.uint16))
+        below = np.cumsum(counts)
         cut = int(np.searchsorted(below, keep, side="right"))  # the bucket holding the keep-th smallest
         wanted = keep - (int(below[cut - 1]) if cut else 0)
         edge: set[str] = set()
-        if cut < len(below) and wanted:
+        if wanted:
             # as Python strings file by file: a filtered frame's ids would keep each file's
             # whole id buffer mapped until the last file is read
-            at_cut = [i for f in files for i in pl.read_ipc(f, columns=["id", "right_answer", "_bucket"])
-                      .filter((pl.col("right_answer") != rare) & (pl.col("_bucket") == cut)).get_column("id").to_list()]
+            at_cut = [i for f in files for i in common_ids(f).filter(pl.Series(np.load(f.with_suffix(".npy")) == cut))
+                      .to_list()]
             edge = set(sorted(at_cut, key=lambda i: _rank(cfg.seed, i))[:wanted])
         at_edge = pl.Series(sorted(edge), dtype=pl.String).implode()
         for f in files:
             frame = pl.read_ipc(f)
-            chosen = (pl.col("right_answer") == rare) | (pl.col("_bucket") < cut) | pl.col("id").is_in(at_edge)
-            yield frame.filter(chosen).drop("_bucket")
+            common = (frame.get_column("right_answer") != rare).to_numpy()
+            below_cut = np.zeros(frame.height, dtype=bool)
+            below_cut[common] = np.load(f.with_suffix(".npy")) < cut
+            yield frame.filter(~pl.Series(common) | pl.Series(below_cut) | pl.col("id").is_in(at_edge))
 
 
 def critic_records(round0: pl.DataFrame, prompts: pl.DataFrame, templates: PromptSet, cfg: CriticRecordsConfig,
