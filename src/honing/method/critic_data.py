@@ -198,7 +198,7 @@ def _buckets(seed: int, ids: pl.Series) -> np.ndarray:
     """Each id's rank bucket: the first _BUCKET_BITS bits of its `_rank` digest (the
     digests' first 2 bytes, read big-endian by numpy, not each hex digest parsed).
     hashlib holds the GIL: polars-hash's sha256 was faster but leaked its inputs
-    (3 MB per 60 k ids with polars 2.1), and the peak grew with the pool."""
+    (3 MB per 60 k ids with polars 2.2), and the peak grew with the pool."""
     assert _BUCKET_BITS <= 16  # the digest's first 2 bytes hold the bucket
     keys = pl.select(pl.concat_str(pl.lit(f"{seed}:"), pl.lit(ids, pl.String)).cast(pl.Binary)).to_series()
     sha256 = hashlib.sha256  # the keys as bytes from polars: no str to encode, no prefix to add, per id
