@@ -9,7 +9,7 @@ flat however large the pool (refinements out of prompt order are filtered in mem
 import polars as pl
 
 from honing.artifacts.io import grouped, in_memory_if_unsorted, lookup, read_batches, write_batches
-from honing.method.filters import FINALS_COLUMNS, RULE_COLUMNS, FilterConfig, FilterTally, filter_stream
+from honing.method.filters import FilterConfig, FilterTally, filter_stream, finals_columns
 from honing.method.prompts import PromptSet
 from honing.method.reward import RewardModel, RewardModelConfig, reward_values
 from schemas.filtered import Filtered
@@ -42,7 +42,7 @@ def run(argv: list[str]) -> None:
         reward = lambda finals: reward_values(finals, templates, model)  # noqa: E731
 
     def filtered(in_memory: bool) -> dict:
-        refinements = read_batches(refinements_path, Refinements, columns=FINALS_COLUMNS if reward else RULE_COLUMNS,
+        refinements = read_batches(refinements_path, Refinements, columns=finals_columns(reward is not None),
                                    in_memory=in_memory)
         prompts = read_batches(PROMPTS, Prompts, columns=tasks.row_columns(), in_memory=in_memory)
         chunks = lookup(grouped(refinements, "prompt_id", in_memory=in_memory), "prompt_id", prompts,

@@ -46,8 +46,6 @@ if TYPE_CHECKING:
 
 RULES = ("no_reference", "incorrect", "score", "reward", "self_consistency", "length", "duplicate")
 FINALS_COLUMNS = ("id", "candidate_id", "prompt_id", "prompt", "round", "response", "verdict", "score")
-# what the rules read of refinements: a row's own id only names it to a reward model
-RULE_COLUMNS = FINALS_COLUMNS[1:]
 FILTERED_SCHEMA = {
     "id": pl.String, "prompt_id": pl.String, "prompt": pl.String, "response": pl.String,
     "rounds": pl.Int64, "verdict": pl.String, "score": pl.Int64, "correct": pl.Boolean,
@@ -80,6 +78,12 @@ class FilterConfig:
         return [rule for rule in RULES if on[rule]]
 
 
+def finals_columns(scored: bool) -> tuple[str, ...]:
+    """The refinement columns the filter reads: a row's own id only names it to a
+    reward model (`scored`)."""
+    return FINALS_COLUMNS if scored else FINALS_COLUMNS[1:]
+
+
 def filter_answers(finals: pl.DataFrame, prompts: pl.DataFrame, cfg: FilterConfig, iteration: str, *,
                    tasks: Tasks, rewards: Mapping[str, float] | None = None) -> pl.DataFrame:
     """`finals`: the last round of each candidate (`final_answers`); `prompts`: the prompt
@@ -110,9 +114,10 @@ def filter_stream(chunks: Iterable[tuple[pl.DataFrame, pl.DataFrame]], cfg: Filt
             yield refinements, prompts, offset
             offset += refinements.height
 
+    columns = finals_columns(reward is not None)
+
     def filtered(chunk: tuple[pl.DataFrame, pl.DataFrame, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
         refinements, prompts, offset = chunk
-        columns = FINALS_COLUMNS if reward else RULE_COLUMNS
         finals = final_rounds(refinements.select(*columns).with_row_index("_position", offset),
                               first_round="_first")
         return finals, decide(finals, prompts, cfg, iteration, tasks=tasks, rewards=reward and reward(finals))
