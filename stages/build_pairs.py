@@ -89,14 +89,11 @@ def run(argv: list[str]) -> None:
                                                                                            columns=["task"])))
 
     def written(in_memory: bool) -> tuple[int, float]:
-        # batches of one row group, not two: a frame's pairs (each prompt rendered, two
-        # answers as messages) held in the threads and the writer set this stage's peak,
-        # which then grew with the pool (10.8 M rows: 612 -> 528 MB; 1.08 M: 464 -> 429)
         def chunks():
-            rows = grouped(read_batches(refinements_path, Refinements, columns=COLUMNS, in_memory=in_memory,
-                                        row_groups=1), "prompt_id", sorted_by=["candidate_id"], in_memory=in_memory)
+            rows = grouped(read_batches(refinements_path, Refinements, columns=COLUMNS, in_memory=in_memory),
+                           "prompt_id", sorted_by=["candidate_id"], in_memory=in_memory)
             return lookup(rows, "prompt_id", read_batches(PROMPTS, Prompts, columns=tasks.row_columns(),
-                                                          in_memory=in_memory, row_groups=1), in_memory=in_memory)
+                                                          in_memory=in_memory), in_memory=in_memory)
 
         margins: list[float] = []  # one exact sum per frame
 

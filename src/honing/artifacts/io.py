@@ -97,11 +97,9 @@ def write_artifact(df: pl.DataFrame, path: str | Path, schema, *, id_column: str
 
 
 def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = None, where: pl.Expr | None = None,
-                 id_column: str | None = "id", in_memory: bool = False,
-                 row_groups: int | None = None) -> Iterator[pl.DataFrame]:
-    """An artifact in validated batches of about BATCH_ROWS rows (`row_groups`: of that
-    many row groups; at least one frame, maybe empty): `columns` of it (default all),
-    the rows `where` holds (default all).
+                 id_column: str | None = "id", in_memory: bool = False) -> Iterator[pl.DataFrame]:
+    """An artifact in validated batches of about BATCH_ROWS rows (at least one frame,
+    maybe empty): `columns` of it (default all), the rows `where` holds (default all).
 
     The file's schema (every column, name and dtype) is checked first; each batch's
     data is checked against the schema's rules for the columns read, and a column
@@ -123,10 +121,9 @@ def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = No
     model = _model(schema)
     columns = list(model.columns) if columns is None else list(columns)
     rules, unique = _batch_rules(model, columns)
-    rows = BATCH_ROWS if row_groups is None else row_groups * ROW_GROUP_SIZE
     with _Distinct(unique) as distinct:
         def checked() -> Iterator[pl.DataFrame]:
-            for batch in _slices(path, columns, where, rows):
+            for batch in _slices(path, columns, where):
                 batch = _validate_batch(batch, rules, path, id_column)
                 distinct.add(batch)
                 yield batch
@@ -137,17 +134,17 @@ def read_batches(path: str | Path, schema, *, columns: Sequence[str] | None = No
             yield batch
         if empty:  # callers learn the columns from the first frame
             yield _validate_batch(pl.DataFrame(schema={c: file_schema[c] for c in columns}), rules, path, None)
-        distinct.check(path, schema, lambda: _slices(path, columns, where, rows), id_column)
+        distinct.check(path, schema, lambda: _slices(path, columns, where), id_column)
 
 
-def _slices(path: Path, columns: list[str], where: pl.Expr | None, rows: int) -> Iterator[pl.DataFrame]:
-    """The file's rows `rows` at a time (`where` applied within each slice; slices
+def _slices(path: Path, columns: list[str], where: pl.Expr | None) -> Iterator[pl.DataFrame]:
+    """The file's rows BATCH_ROWS at a time (`where` applied within each slice; slices
     it leaves empty are skipped). A slice is read when the caller asks for it: polars'
     `collect_batches` runs ahead of a slow consumer, and the batches it holds grew
     peak memory with the file (measured: 0.5 M -> 2 M rows, 406 -> 646 MB)."""
     total = pl.scan_parquet(path).select(pl.len()).collect().item()
-    for offset in range(0, total, rows):
-        query = pl.scan_parquet(path).slice(offset, rows)
+    for offset in range(0, total, BATCH_ROWS):
+        query = pl.scan_parquet(path).slice(offset, BATCH_ROWS)
         batch = (query if where is None else query.filter(where)).select(columns).collect()
         if batch.height:
             yield batch
@@ -189,7 +186,7 @@ def write_batches(batches: Iterable[pl.DataFrame], path: str | Path, schema, *,
         register_io_source(row_groups, schema=frame_schema).sink_parquet(
             tmp, compression=COMPRESSION, compression_level=COMPRESSION_LEVEL, statistics=True,
             row_group_size=ROW_GROUP_SIZE)
-        distinct.check(path, schema, lambda: _slices(tmp, list(model.columns), None, BATCH_ROWS), id_column)
+        distinct.check(path, schema, lambda: _slices(tmp, list(model.columns), None), id_column)
     return rows
 
 
