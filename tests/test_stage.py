@@ -12,6 +12,7 @@ from stages._params import (
     StageError,
     deep_merge,
     iteration_init,
+    load_params,
     stage_block,
     to_config,
 )
@@ -41,6 +42,45 @@ def test_overrides_merge_deeply():
     assert deep_merge({"a": {"b": 1, "c": {"d": 2}}}, {"a": {"c": {"e": 3}}, "f": [1]}) == {
         "a": {"b": 1, "c": {"d": 2, "e": 3}}, "f": [1]}
     assert deep_merge({"a": {"b": 1}}, {"a": 5}) == {"a": 5}  # a value replaces a block
+
+
+def test_params_are_what_params_show_gives_for_every_stage_of_the_project(project_copy, monkeypatch):
+    import dvc.api
+    from dvc.repo import Repo
+
+    project = project_copy()
+    (project / "dvc.lock").unlink()  # params do not come from it; params_show parses it in 0.6 s a stage
+    monkeypatch.chdir(project)
+    with Repo(config={"core": {"no_scm": True}}) as repo:
+        names = [stage.addressing for stage in repo.index.stages]
+    assert len(names) > 20 and "filter@it1" in names
+    for name in names:
+        stage, _, key = name.partition("@")
+        expected = dvc.api.params_show(stages=[name], config={"core": {"no_scm": True}})
+        got = load_params(stage, key or None)
+        assert json.dumps(got) == json.dumps(expected), name  # same values, keys in the same order
+    with pytest.raises(StageError, match="params of stage 'filter@it9'"):
+        load_params("filter", "it9")
+
+
+def test_params_from_two_files_are_merged_as_params_show_merges_them(tmp_path, monkeypatch):
+    import dvc.api
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / "params.yaml").write_text("shared: 1\nrounds: 2\nunused: 3\n")
+    (tmp_path / "extra.yaml").write_text("shared: 10\nlr: {a: 1, b: 2}\n")
+    (tmp_path / "whole.yaml").write_text("w: {x: 1}\n")
+    stages = {"one": {"cmd": "true", "params": ["rounds"]},
+              "two": {"cmd": "true", "params": ["shared", "rounds", {"extra.yaml": ["shared", "lr.b"]}]},
+              "three": {"cmd": "true", "params": ["rounds", {"whole.yaml": []}]}}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}))
+    assert load_params("one") == {"rounds": 2}
+    assert load_params("two") == {"params.yaml:shared": 1, "rounds": 2, "extra.yaml:shared": 10, "lr": {"b": 2}}
+    assert load_params("three") == {"rounds": 2, "w": {"x": 1}}
+    for name in stages:
+        assert load_params(name) == dvc.api.params_show(stages=[name], config={"core": {"no_scm": True}}), name
 
 
 @dataclass(frozen=True)
