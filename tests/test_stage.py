@@ -9,6 +9,7 @@ import pytest
 from stages._models import call_figures
 from stages._outputs import write_metrics
 from stages._params import (
+    DVC_CONFIG,
     StageError,
     deep_merge,
     iteration_init,
@@ -51,12 +52,12 @@ def test_params_are_what_params_show_gives_for_every_stage_of_the_project(projec
     project = project_copy()
     (project / "dvc.lock").unlink()  # params do not come from it; params_show parses it in 0.6 s a stage
     monkeypatch.chdir(project)
-    with Repo(config={"core": {"no_scm": True}}) as repo:
+    with Repo(config=DVC_CONFIG) as repo:
         names = [stage.addressing for stage in repo.index.stages]
     assert len(names) > 20 and "filter@it1" in names
     for name in names:
         stage, _, key = name.partition("@")
-        expected = dvc.api.params_show(stages=[name], config={"core": {"no_scm": True}})
+        expected = dvc.api.params_show(stages=[name], config=DVC_CONFIG)
         got = load_params(stage, key or None)
         assert json.dumps(got) == json.dumps(expected), name  # same values, keys in the same order
     with pytest.raises(StageError, match="params of stage 'filter@it9'"):
@@ -80,7 +81,7 @@ def test_params_from_two_files_are_merged_as_params_show_merges_them(tmp_path, m
     assert load_params("two") == {"params.yaml:shared": 1, "rounds": 2, "extra.yaml:shared": 10, "lr": {"b": 2}}
     assert load_params("three") == {"rounds": 2, "w": {"x": 1}}
     for name in stages:
-        assert load_params(name) == dvc.api.params_show(stages=[name], config={"core": {"no_scm": True}}), name
+        assert load_params(name) == dvc.api.params_show(stages=[name], config=DVC_CONFIG), name
 
 
 @dataclass(frozen=True)
